@@ -1,0 +1,195 @@
+"""`stable-core`: serve, inspect settings, list jobs, run a job with a live progress bar."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from stablecore.client import ApiError, Client
+from stablecore.config import Settings, load_settings
+from stablecore.errors import ConfigError
+
+app = typer.Typer(help="stable-core: a server for AI art and media synthesis.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+jobs_app = typer.Typer(help="List, show and cancel jobs.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+console = Console()
+err = Console(stderr=True)
+
+UrlOpt = Annotated[str | None, typer.Option("--url", envvar="STABLECORE_URL",
+                                            help="server URL [default: http://127.0.0.1:5000]")]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="STABLECORE_TOKEN",
+                                              help="access token")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file")]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def settings_from(config: Path | None, cli: dict[str, Any]) -> tuple[Settings, dict[str, str]]:
+    try:
+        return load_settings(os.environ, cli, config)
+    except ConfigError as e:
+        raise fail(e.message) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to bind")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="database and artifact files")] = None,
+    token: Annotated[str | None, typer.Option(help="access token for every route")] = None,
+    workers: Annotated[str | None, typer.Option(help="comma list, e.g. cpu,cpu or cuda:0")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Start the server and its workers."""
+    import uvicorn  # the CLI's other commands start faster without it
+
+    from stablecore.server.app import create_app
+
+    cli = {"host": host, "port": port, "data_dir": data_dir, "token": token,
+           "workers": workers.split(",") if workers else None}
+    settings, _ = settings_from(config, cli)
+    try:
+        settings.check_safe()
+    except ConfigError as e:
+        raise fail(e.message) from None
+    console.print(f"stable-core on [bold]http://{settings.host}:{settings.port}[/bold] "
+                  f"(data: {settings.data_dir.resolve()})")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level="warning", ws_max_size=16 * 2**20)
+
+
+@app.command("config")
+def show_config(config: ConfigOpt = None) -> None:
+    """Print the effective settings and where each came from."""
+    settings, origins = settings_from(config, {})
+    table = Table("setting", "value", "from", "meaning")
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        shown = "***" if name == "token" and value else str(value)
+        table.add_row(name, shown, origins[name], field.description or "")
+    console.print(table)
+
+
+@app.command()
+def specs(url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """List the jobs the server's plugins offer."""
+    with client(url, token) as c:
+        table = Table("job", "inputs", "outputs", "description")
+        for s in sorted(call(c.specs), key=lambda s: s["name"]):
+            ins = ", ".join(f"{k}:{v['kind']}" for k, v in s["inputs"].items())
+            outs = ", ".join(f"{k}:{v['kind']}" for k, v in s["outputs"].items())
+            table.add_row(s["name"], ins, outs, s["description"].split("\n")[0])
+        console.print(table)
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` pairs; a value that parses as JSON (numbers, true, lists) is taken as such."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise fail(f"parameter {pair!r} is not key=value")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params
+
+
+@app.command()
+def run(
+    job: Annotated[str, typer.Argument(help="job name, e.g. palette.match")],
+    params: Annotated[list[str] | None, typer.Argument(help="key=value params")] = None,
+    input: Annotated[list[str] | None, typer.Option("--input", "-i",
+                                                    help="name=path to upload")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the outputs")] = Path("."),
+    session: Annotated[str | None, typer.Option(help="session id")] = None,
+    priority: Annotated[int, typer.Option(help="higher runs first")] = 0,
+    url: UrlOpt = None, token: TokenOpt = None,
+) -> None:
+    """Run a job: upload inputs, follow its progress, download its outputs."""
+    values = parse_params(params or [])
+    inputs: dict[str, str] = {}
+    with client(url, token) as c:
+        for item in input or []:
+            name, sep, path = item.partition("=")
+            if not sep or not Path(path).is_file():
+                raise fail(f"--input {item!r}: expected name=path to an existing file")
+            inputs[name] = call(c.upload, Path(path))["id"]
+        submitted = call(c.submit, job, values, inputs, session, priority)
+        with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                      TimeElapsedColumn(), console=err, transient=True) as bar:
+            task = bar.add_task(f"{job} queued", total=None)
+
+            def show(event: dict[str, Any]) -> None:
+                data = event["data"]
+                if event["type"] == "job.started":
+                    bar.update(task, description=f"{job} running")
+                elif event["type"] == "job.progress":
+                    bar.update(task, completed=data["step"], total=data["total"])
+
+            result = call(c.wait, submitted["id"], show)
+        if result["state"] != "succeeded":
+            raise fail(f"job {result['id']} {result['state']}: {result.get('error')}")
+        out.mkdir(parents=True, exist_ok=True)
+        for name, art in (result["outputs"] or {}).items():
+            path = c.download(art["id"], out)
+            console.print(f"{name}: {path}")
+
+
+@jobs_app.command("list")
+def jobs_list(state: Annotated[str | None, typer.Option(help="queued, running, ...")] = None,
+              session: Annotated[str | None, typer.Option()] = None,
+              limit: Annotated[int, typer.Option()] = 20,
+              url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """The newest jobs, optionally one state or session only."""
+    with client(url, token) as c:
+        page = call(c.jobs, state, session, limit)
+        table = Table("id", "job", "state", "created", "error")
+        for j in page["jobs"]:
+            table.add_row(j["id"], j["spec"], j["state"], f"{j['created']:.0f}",
+                          (j["error"] or "")[:60])
+        console.print(table)
+        console.print(f"{len(page['jobs'])} of {page['total']}")
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """One job as JSON."""
+    with client(url, token) as c:
+        console.print_json(json.dumps(call(c.job, job_id)))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str, url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """Cancel a queued or running job."""
+    with client(url, token) as c:
+        job = call(c.cancel, job_id)
+        console.print(f"{job['id']}: cancel requested (was {job['state']})")
+
+
+def client(url: str | None, token: str | None) -> Client:
+    return Client(url, token)
+
+
+def call(fn: Any, *args: Any) -> Any:
+    """Run a client call; turn API and connection errors into a one-line CLI error."""
+    import httpx
+
+    try:
+        return fn(*args)
+    except ApiError as e:
+        raise fail(e.detail + (f" (field {e.field})" if e.field else "")) from None
+    except httpx.ConnectError:
+        raise fail("cannot reach the server; is `stable-core serve` running?") from None

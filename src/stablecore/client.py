@@ -1,0 +1,226 @@
+"""Python SDK: sync `Client` and async `AsyncClient` over HTTP, events over SSE/WebSocket.
+
+The only thing clients (CLI, shell, bridges, tests) use to talk to a server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+
+DEFAULT_URL = "http://127.0.0.1:5000"
+FINAL_STATES = {"succeeded", "failed", "cancelled"}
+FINAL_EVENTS = {f"job.{s}" for s in FINAL_STATES}
+
+
+class ApiError(Exception):
+    """A 4xx/5xx answer; `detail` is the server's message, `field` the bad field if any."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        self.status = status
+        self.body = body
+        if isinstance(body, dict):
+            detail = body.get("detail", body)
+            self.field = body.get("field")
+        else:
+            detail, self.field = body, None
+        if isinstance(detail, list):  # FastAPI's request validation format
+            detail = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}"
+                               for d in detail)
+        self.detail = str(detail)
+        super().__init__(f"{status}: {self.detail}")
+
+
+def _check(response: httpx.Response) -> Any:
+    if response.is_error:
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        raise ApiError(response.status_code, body)
+    return response.json() if response.headers.get("content-type", "").startswith(
+        "application/json") else response
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _job_body(spec: str, params: dict | None, inputs: dict | None, session: str | None,
+              priority: int) -> dict[str, Any]:
+    return {"spec": spec, "params": params or {}, "inputs": inputs or {}, "session": session,
+            "priority": priority}
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    data: list[str] = []
+    for line in lines:
+        if line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif not line and data:
+            yield json.loads("\n".join(data))
+            data = []
+
+
+class Client:
+    """Blocking client. `Client()` reads STABLECORE_URL and STABLECORE_TOKEN if not given."""
+
+    def __init__(self, url: str | None = None, token: str | None = None,
+                 timeout: float = 60.0) -> None:
+        self.url = (url or os.environ.get("STABLECORE_URL") or DEFAULT_URL).rstrip("/")
+        self.token = token or os.environ.get("STABLECORE_TOKEN")
+        self.http = httpx.Client(base_url=self.url, headers=_headers(self.token), timeout=timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.close()
+
+    def get(self, path: str, **params: Any) -> Any:
+        return _check(self.http.get(path, params={k: v for k, v in params.items()
+                                                  if v is not None}))
+
+    def health(self) -> dict[str, Any]:
+        return self.get("/api/health")
+
+    def specs(self) -> list[dict[str, Any]]:
+        return self.get("/api/specs")
+
+    def plugins(self) -> list[dict[str, Any]]:
+        return self.get("/api/plugins")
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self.get("/api/workers")
+
+    def submit(self, spec: str, params: dict | None = None, inputs: dict | None = None,
+               session: str | None = None, priority: int = 0) -> dict[str, Any]:
+        return _check(self.http.post("/api/jobs",
+                                     json=_job_body(spec, params, inputs, session, priority)))
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self.get(f"/api/jobs/{job_id}")
+
+    def jobs(self, state: str | None = None, session: str | None = None, limit: int = 50,
+             offset: int = 0) -> dict[str, Any]:
+        return self.get("/api/jobs", state=state, session=session, limit=limit, offset=offset)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return _check(self.http.post(f"/api/jobs/{job_id}/cancel"))
+
+    def sessions(self) -> list[dict[str, Any]]:
+        return self.get("/api/sessions")
+
+    def create_session(self, name: str | None = None) -> dict[str, Any]:
+        return _check(self.http.post("/api/sessions", json={"name": name}))
+
+    def upload(self, path: Path, session: str | None = None) -> dict[str, Any]:
+        with Path(path).open("rb") as f:
+            data = {"session": session} if session else None
+            return _check(self.http.post("/api/artifacts", files={"file": (Path(path).name, f)},
+                                         data=data))
+
+    def download(self, artifact_id: str, dest: Path) -> Path:
+        """Save an artifact; `dest` is a file path, or a folder to keep the server's name."""
+        with self.http.stream("GET", f"/api/artifacts/{artifact_id}") as r:
+            if r.is_error:
+                r.read()
+                _check(r)
+            if dest.is_dir():
+                name = r.headers.get("content-disposition", "").rpartition("filename=")[2]
+                dest = dest / (name.strip('"') or artifact_id)
+            with dest.open("wb") as f:
+                for chunk in r.iter_bytes():
+                    f.write(chunk)
+        return dest
+
+    def events(self, job_id: str, since: int | None = None) -> Iterator[dict[str, Any]]:
+        """A job's events over SSE, from its start (or after `since`) until it ends."""
+        params = {"since": since} if since is not None else {}
+        with self.http.stream("GET", f"/api/jobs/{job_id}/events", params=params,
+                              timeout=httpx.Timeout(10.0, read=None)) as r:
+            if r.is_error:
+                r.read()
+                _check(r)
+            yield from parse_sse(r.iter_lines())
+
+    def wait(self, job_id: str, on_event: Callable[[dict], None] | None = None,
+             ) -> dict[str, Any]:
+        """Follow a job's events until it ends; return the finished job."""
+        for event in self.events(job_id):
+            if on_event is not None:
+                on_event(event)
+            if event["type"] in FINAL_EVENTS:
+                break
+        return self.job(job_id)
+
+    def run(self, spec: str, params: dict | None = None, inputs: dict | None = None,
+            **kw: Any) -> dict[str, Any]:
+        """Submit and wait. Inputs may be artifact ids or local paths (uploaded first)."""
+        ids = {k: v if isinstance(v, str) else self.upload(Path(v))["id"]
+               for k, v in (inputs or {}).items()}
+        return self.wait(self.submit(spec, params, ids, **kw)["id"])
+
+
+class AsyncClient:
+    """The same calls for asyncio code, plus `stream()`: all events over the WebSocket."""
+
+    def __init__(self, url: str | None = None, token: str | None = None,
+                 timeout: float = 60.0) -> None:
+        self.url = (url or os.environ.get("STABLECORE_URL") or DEFAULT_URL).rstrip("/")
+        self.token = token or os.environ.get("STABLECORE_TOKEN")
+        self.http = httpx.AsyncClient(base_url=self.url, headers=_headers(self.token),
+                                      timeout=timeout)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+
+    async def get(self, path: str, **params: Any) -> Any:
+        return _check(await self.http.get(path, params={k: v for k, v in params.items()
+                                                        if v is not None}))
+
+    async def specs(self) -> list[dict[str, Any]]:
+        return await self.get("/api/specs")
+
+    async def submit(self, spec: str, params: dict | None = None, inputs: dict | None = None,
+                     session: str | None = None, priority: int = 0) -> dict[str, Any]:
+        return _check(await self.http.post(
+            "/api/jobs", json=_job_body(spec, params, inputs, session, priority)))
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        return await self.get(f"/api/jobs/{job_id}")
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        return _check(await self.http.post(f"/api/jobs/{job_id}/cancel"))
+
+    async def upload(self, path: Path, session: str | None = None) -> dict[str, Any]:
+        data = {"session": session} if session else None
+        with Path(path).open("rb") as f:
+            return _check(await self.http.post(
+                "/api/artifacts", files={"file": (Path(path).name, f)}, data=data))
+
+    async def stream(self, since: int | None = None, job: str | None = None,
+                     session: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Events over the WebSocket; pass the last `seq` seen as `since` to resume."""
+        query = "&".join(f"{k}={v}" for k, v in
+                         (("since", since), ("job", job), ("session", session)) if v is not None)
+        ws_url = "ws" + self.url.removeprefix("http") + "/api/events" + (f"?{query}" * bool(query))
+        async with websockets.connect(ws_url, additional_headers=_headers(self.token),
+                                      max_size=None) as ws:
+            async for message in ws:
+                yield json.loads(message)
+
+    async def wait(self, job_id: str) -> dict[str, Any]:
+        async for event in self.stream(since=0, job=job_id):
+            if event["type"] in FINAL_EVENTS:
+                break
+        return await self.job(job_id)

@@ -1,0 +1,91 @@
+"""The catalog of jobs, as JSON Schema reported by the workers, and request checking against it.
+
+The server never imports a plugin, so it validates params with the JSON Schema the workers
+produced from the job signatures; the worker validates again with pydantic before it runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+from stablecore.errors import InvalidParams, NotFound
+from stablecore.media import accepts
+from stablecore.store import Artifact
+
+
+@dataclass
+class CheckedJob:
+    """A request that passed every check: full params (defaults filled) and routing keys."""
+
+    spec: str
+    params: dict[str, Any]
+    inputs: dict[str, str]
+    model_key: str | None
+    batch_key: str | None
+    timeout: float | None
+
+
+@dataclass
+class Catalog:
+    specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    plugins: list[dict[str, Any]] = field(default_factory=list)
+    validators: dict[str, jsonschema.protocols.Validator] = field(default_factory=dict)
+
+    def update(self, specs: list[dict[str, Any]], plugins: list[dict[str, Any]]) -> None:
+        for schema in specs:
+            name = schema["name"]
+            if self.specs.get(name) != schema:
+                self.specs[name] = schema
+                cls = jsonschema.validators.validator_for(schema["params"])
+                self.validators[name] = cls(schema["params"])
+        known = {p["name"]: p for p in self.plugins}
+        known.update({p["name"]: p for p in plugins})
+        self.plugins = sorted(known.values(), key=lambda p: p["name"])
+
+    def get(self, name: str) -> dict[str, Any]:
+        if name not in self.specs:
+            raise NotFound(f"no job named {name!r}; GET /api/specs lists them", field="spec")
+        return self.specs[name]
+
+    def check(self, name: str, params: dict[str, Any], inputs: dict[str, Artifact | None],
+              ) -> CheckedJob:
+        """Raise InvalidParams naming the first bad field; return the job ready to queue."""
+        schema = self.get(name)
+        # 1. params against the JSON Schema
+        error = jsonschema.exceptions.best_match(self.validators[name].iter_errors(params))
+        if error is not None:
+            path = ".".join(str(p) for p in error.absolute_path)
+            if error.validator == "required":
+                path = str(error.message).split("'")[1]
+            elif error.validator == "additionalProperties":
+                path = next(iter(set(params) - set(schema["params"].get("properties", {}))), "")
+            raise InvalidParams(f"params.{path}: {error.message}", field=f"params.{path}")
+        # 2. inputs: known names, required present, artifacts of an accepted kind
+        wanted = schema["inputs"]
+        for key in inputs:
+            if key not in wanted:
+                raise InvalidParams(f"inputs.{key}: {name} has no input {key!r} "
+                                    f"(it takes {sorted(wanted) or 'none'})", field=f"inputs.{key}")
+        for key, spec in wanted.items():
+            art = inputs.get(key)
+            if art is None:
+                if spec["required"]:
+                    raise InvalidParams(f"inputs.{key}: required {spec['kind']} input missing",
+                                        field=f"inputs.{key}")
+            elif not accepts(spec["kind"], art.kind):
+                raise InvalidParams(f"inputs.{key}: needs a {spec['kind']}, artifact {art.id} "
+                                    f"is a {art.kind}", field=f"inputs.{key}")
+        # 3. fill defaults, derive routing keys
+        props = schema["params"].get("properties", {})
+        full = {k: p["default"] for k, p in props.items() if "default" in p} | params
+        model_key = (f"{schema['plugin']}/{full.get(schema['model_param'])}"
+                     if schema.get("model_param") else None)
+        batch_key = None
+        if schema.get("batch") is not None:
+            batch_key = name + json.dumps([full.get(k) for k in schema["batch"]], default=str)
+        return CheckedJob(name, full, {k: a.id for k, a in inputs.items() if a is not None},
+                          model_key, batch_key, schema.get("timeout"))

@@ -1,0 +1,65 @@
+"""Every error stable-core raises on purpose. The API maps them to status codes in one place."""
+
+from __future__ import annotations
+
+
+class StableCoreError(Exception):
+    """Base of all stable-core errors; `status` is the HTTP status the API answers with."""
+
+    status = 400
+
+    def __init__(self, message: str, **fields: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+    def to_dict(self) -> dict:
+        return {"error": type(self).__name__, "detail": self.message, **self.fields}
+
+
+class NotFound(StableCoreError):
+    """A job, spec, artifact or session with that id does not exist."""
+
+    status = 404
+
+
+class InvalidParams(StableCoreError):
+    """A job's params or inputs do not match its schema; `field` names the culprit."""
+
+    status = 422
+
+
+class PayloadTooLarge(StableCoreError):
+    """An upload exceeds the configured size limit."""
+
+    status = 413
+
+
+class UnsupportedMedia(StableCoreError):
+    """An upload is not a media type stable-core knows."""
+
+    status = 415
+
+
+class Conflict(StableCoreError):
+    """The request is valid but illegal in the current state (e.g. cancel a finished job)."""
+
+    status = 409
+
+
+class Unauthorized(StableCoreError):
+    """The request carries no valid access token."""
+
+    status = 401
+
+
+class PluginError(StableCoreError):
+    """A plugin's job declaration is invalid; raised when the plugin loads, not at its first job."""
+
+
+class ConfigError(StableCoreError):
+    """A setting has a bad value, or a combination of settings is unsafe."""
+
+
+class JobCancelled(Exception):
+    """Raised inside a running job by `Context.progress` once the job has been cancelled."""

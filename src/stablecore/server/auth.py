@@ -1,0 +1,48 @@
+"""Access-token check for every route but /api/health (and the web UI's static files)."""
+
+from __future__ import annotations
+
+import hmac
+from urllib.parse import parse_qs
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+OPEN_PATHS = {"/api/health"}
+PROTECTED_PREFIXES = ("/api", "/openapi.json", "/docs", "/redoc")
+
+
+def token_from_scope(scope: Scope) -> str | None:
+    """Bearer header, else `?token=` (for WebSockets, EventSource and <img> tags)."""
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer":
+                return token.strip()
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return query.get("token", [None])[0]
+
+
+class TokenAuth:
+    """Pure ASGI middleware, so it guards HTTP and WebSocket routes alike."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (scope["type"] in ("http", "websocket") and path not in OPEN_PATHS
+                and path.startswith(PROTECTED_PREFIXES)):
+            given = token_from_scope(scope)
+            if given is None or not hmac.compare_digest(given.encode(), self.token):
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 4401})
+                    return
+                response = JSONResponse(
+                    {"error": "Unauthorized",
+                     "detail": "missing or wrong access token (Authorization: Bearer ...)"},
+                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -1,0 +1,226 @@
+"""The plugin contract: `@job` turns a typed function into a JobSpec; `discover` loads plugins.
+
+A job's signature is its schema. Parameters annotated with a media type (`Image`, `Audio`,
+...) are input artifacts; every other parameter is a JSON param validated by pydantic. A bad
+signature is refused when the plugin loads, with the plugin's and the parameter's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import traceback
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from types import ModuleType
+from typing import Any
+
+import annotated_types
+from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
+from pydantic.fields import FieldInfo
+
+from stablecore.context import Context
+from stablecore.errors import PluginError
+from stablecore.media import media_kind
+
+ENTRY_POINT_GROUP = "stablecore.plugins"
+SPEC_ATTR = "__stablecore_job__"
+
+
+@dataclass
+class InputSpec:
+    kind: str
+    required: bool
+    description: str | None = None
+
+
+@dataclass
+class JobSpec:
+    """Everything the engine needs to know about one job; `schema()` is what clients see."""
+
+    fn: Callable[..., Any]
+    name: str
+    description: str
+    gpu: bool = False
+    memory_mb: float = 0
+    batch: tuple[str, ...] | None = None
+    batch_max: int | None = None
+    model_param: str | None = None
+    timeout: float | None = None
+    plugin: str = ""
+    version: str = ""
+    takes_ctx: bool = False
+    inputs: dict[str, InputSpec] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    single_output: bool = True
+    params_model: type[BaseModel] | None = None
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.plugin}.{self.name}"
+
+    def schema(self) -> dict[str, Any]:
+        assert self.params_model is not None
+        return {
+            "name": self.full_name, "plugin": self.plugin, "version": self.version,
+            "description": self.description,
+            "params": self.params_model.model_json_schema(),
+            "inputs": {k: dataclasses.asdict(v) for k, v in self.inputs.items()},
+            "outputs": {k: {"kind": v} for k, v in self.outputs.items()},
+            "resources": {"gpu": self.gpu, "memory_mb": self.memory_mb},
+            "batch": list(self.batch) if self.batch is not None else None,
+            "batch_max": self.batch_max, "model_param": self.model_param,
+            "timeout": self.timeout,
+        }
+
+
+def job(
+    fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str = "",
+    gpu: bool = False, memory_mb: float = 0, batch: tuple[str, ...] | None = None,
+    batch_max: int | None = None, model_param: str | None = None, timeout: float | None = None,
+) -> Any:
+    """Declare a job. `batch` names the params whose equal values let queued jobs run together:
+    the function is then called with a list per parameter and must return a list.
+    `model_param` names the param that selects a model, for routing to a warm worker."""
+
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        spec = JobSpec(f, name or f.__name__, description or inspect.getdoc(f) or "", gpu,
+                       memory_mb, tuple(batch) if batch is not None else None, batch_max,
+                       model_param, timeout)
+        setattr(f, SPEC_ATTR, spec)
+        return f
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def inspect_job(spec: JobSpec, plugin: str) -> None:
+    """Read the signature into inputs, params and outputs; raise PluginError if it is bad."""
+    where = f"plugin {plugin!r}, job {spec.name!r}"
+    try:
+        hints = typing.get_type_hints(spec.fn, include_extras=True)
+    except Exception as e:
+        raise PluginError(f"{where}: cannot resolve annotations: {e}") from e
+    params = list(inspect.signature(spec.fn).parameters.values())
+    if params and hints.get(params[0].name) is Context:
+        spec.takes_ctx = True
+        params = params[1:]
+    fields: dict[str, Any] = {}
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise PluginError(f"{where}: *{p.name} is not allowed; name every parameter")
+        if p.name not in hints:
+            raise PluginError(f"{where}: parameter {p.name!r} has no type annotation")
+        annotation, default = hints[p.name], p.default
+        kind, optional = media_kind(annotation)
+        if kind is not None:
+            info = default if isinstance(default, FieldInfo) else None
+            spec.inputs[p.name] = InputSpec(
+                kind, not optional and default is not None,
+                info.description if info else None)
+            continue
+        _check_default(where, p.name, annotation, default)
+        fields[p.name] = (annotation, ... if default is p.empty else default)
+    unknown = set(spec.batch or ()) | ({spec.model_param} if spec.model_param else set())
+    if unknown - set(fields):
+        raise PluginError(f"{where}: batch/model_param name unknown params {unknown - set(fields)}")
+    try:
+        spec.params_model = create_model(f"{plugin}_{spec.name}_params",
+                                         __config__=ConfigDict(extra="forbid"), **fields)
+        spec.params_model.model_json_schema()
+    except Exception as e:
+        raise PluginError(f"{where}: params cannot form a JSON schema: {e}") from e
+    _read_outputs(spec, where, hints.get("return"))
+
+
+def _check_default(where: str, name: str, annotation: Any, default: Any) -> None:
+    if default is inspect.Parameter.empty:
+        return
+    info = default if isinstance(default, FieldInfo) else None
+    if info is not None:
+        bounds = {type(m): m for m in info.metadata}
+        lo = bounds.get(annotated_types.Ge) or bounds.get(annotated_types.Gt)
+        hi = bounds.get(annotated_types.Le) or bounds.get(annotated_types.Lt)
+        if lo is not None and hi is not None:
+            lo_v, hi_v = (getattr(b, type(b).__name__.lower()) for b in (lo, hi))
+            if lo_v > hi_v:
+                raise PluginError(f"{where}: parameter {name!r} has a lower bound {lo_v} "
+                                  f"above its upper bound {hi_v}")
+        if info.is_required():
+            return
+        value = info.get_default(call_default_factory=True)
+        annotation = typing.Annotated[annotation, info]
+    else:
+        value = default
+    try:
+        TypeAdapter(annotation).validate_python(value)
+    except Exception as e:
+        raise PluginError(f"{where}: default of parameter {name!r} is invalid: {e}") from e
+
+
+def _read_outputs(spec: JobSpec, where: str, ret: Any) -> None:
+    if ret is None:
+        raise PluginError(f"{where}: the return annotation is missing (a media type, a "
+                          "dataclass/NamedTuple of media types, or None)")
+    if ret is type(None):
+        spec.single_output = False
+        return
+    kind, _ = media_kind(ret)
+    if kind is not None:
+        spec.outputs = {kind: kind}
+        return
+    if isinstance(ret, type) and (dataclasses.is_dataclass(ret) or hasattr(ret, "_fields")):
+        for out_name, ann in typing.get_type_hints(ret, include_extras=True).items():
+            out_kind, _ = media_kind(ann)
+            if out_kind is None:
+                raise PluginError(f"{where}: output {out_name!r} is not a media type")
+            spec.outputs[out_name] = out_kind
+        spec.single_output = False
+        return
+    raise PluginError(f"{where}: return type {ret!r} is neither a media type nor a "
+                      "dataclass/NamedTuple of media types")
+
+
+def specs_in_module(module: ModuleType, plugin: str, version: str) -> list[JobSpec]:
+    specs = []
+    for value in vars(module).values():
+        spec = getattr(value, SPEC_ATTR, None)
+        if isinstance(spec, JobSpec) and getattr(value, "__module__", None) == module.__name__:
+            spec.plugin, spec.version = plugin, version
+            inspect_job(spec, plugin)
+            specs.append(spec)
+    if not specs:
+        raise PluginError(f"plugin {plugin!r} ({module.__name__}) declares no @job functions")
+    return specs
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    module: str
+    version: str
+    jobs: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def discover(eps: list[EntryPoint] | None = None) -> tuple[dict[str, JobSpec], list[PluginInfo]]:
+    """Import every plugin in the entry-point group; one that fails is reported, not fatal."""
+    if eps is None:
+        eps = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+    specs: dict[str, JobSpec] = {}
+    plugins = []
+    for ep in eps:
+        version = ep.dist.version if ep.dist is not None else ""
+        info = PluginInfo(ep.name, ep.value, version)
+        plugins.append(info)
+        try:
+            for spec in specs_in_module(ep.load(), ep.name, version):
+                specs[spec.full_name] = spec
+                info.jobs.append(spec.full_name)
+        except PluginError as e:
+            info.error = e.message
+        except BaseException as e:  # a plugin's import may raise anything, even SystemExit
+            last = traceback.format_exception_only(e)[-1].strip()
+            info.error = f"import failed: {last}"
+    return specs, plugins

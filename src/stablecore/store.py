@@ -1,0 +1,412 @@
+"""SQLite (WAL) for jobs, sessions, artifacts and events, plus artifact files on disk.
+
+The store knows no plugins: it moves plain records. Every state change writes its event in
+the same transaction, and the events reach `on_event` only after the commit, so a client
+never sees an event for a change that was rolled back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from stablecore.errors import Conflict, NotFound
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, created REAL NOT NULL,
+    next_index INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, spec TEXT NOT NULL,
+    params TEXT NOT NULL, inputs TEXT NOT NULL, session_id TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0, owner TEXT, state TEXT NOT NULL,
+    created REAL NOT NULL, started REAL, finished REAL, worker TEXT,
+    outputs TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+    model_key TEXT, batch_key TEXT, timeout REAL);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(state, priority DESC, seq);
+CREATE INDEX IF NOT EXISTS jobs_session ON jobs(session_id, seq);
+CREATE TABLE IF NOT EXISTS artifacts (
+    id TEXT PRIMARY KEY, sha256 TEXT NOT NULL, kind TEXT NOT NULL, mime TEXT NOT NULL,
+    size INTEGER NOT NULL, blob TEXT NOT NULL, name TEXT NOT NULL, path TEXT,
+    session_id TEXT, job_id TEXT, created REAL NOT NULL, meta TEXT NOT NULL DEFAULT '{}');
+CREATE INDEX IF NOT EXISTS artifacts_sha ON artifacts(sha256);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, type TEXT NOT NULL,
+    job_id TEXT, session_id TEXT, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
+"""
+
+
+class JobState(StrEnum):
+    WAITING = "waiting"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+ALLOWED_MOVES: dict[JobState, set[JobState]] = {
+    JobState.WAITING: {JobState.QUEUED, JobState.FAILED, JobState.CANCELLED},
+    JobState.QUEUED: {JobState.RUNNING, JobState.CANCELLED, JobState.FAILED},
+    JobState.RUNNING: {JobState.QUEUED, *FINISHED},
+    JobState.SUCCEEDED: set(),
+    JobState.FAILED: set(),
+    JobState.CANCELLED: set(),
+}
+
+
+def check_move(job_id: str, old: JobState, new: JobState) -> None:
+    """The one place that decides which state changes are legal."""
+    if new not in ALLOWED_MOVES[old]:
+        raise Conflict(f"job {job_id} is {old}, it cannot become {new}", job_id=job_id, state=old)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+@dataclass
+class Job:
+    id: str
+    spec: str
+    params: dict[str, Any]
+    inputs: dict[str, str]
+    session_id: str
+    state: JobState
+    priority: int = 0
+    created: float = 0.0
+    started: float | None = None
+    finished: float | None = None
+    worker: str | None = None
+    outputs: dict[str, Any] | None = None
+    error: str | None = None
+    attempts: int = 0
+    model_key: str | None = None
+    batch_key: str | None = None
+    timeout: float | None = None
+    owner: str | None = None
+    seq: int = 0
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        d = dict(row)
+        d["params"] = json.loads(d["params"])
+        d["inputs"] = json.loads(d["inputs"])
+        d["outputs"] = json.loads(d["outputs"]) if d["outputs"] else None
+        d["state"] = JobState(d["state"])
+        return cls(**d)
+
+    def public(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k not in ("seq", "model_key", "batch_key")}
+        d["state"] = str(self.state)
+        return d
+
+
+@dataclass
+class Artifact:
+    id: str
+    sha256: str
+    kind: str
+    mime: str
+    size: int
+    blob: str
+    name: str
+    path: str | None
+    session_id: str | None
+    job_id: str | None
+    created: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Artifact:
+        d = dict(row)
+        d["meta"] = json.loads(d["meta"])
+        return cls(**d)
+
+    def public(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "blob"}
+
+
+@dataclass
+class Event:
+    seq: int
+    ts: float
+    type: str
+    job_id: str | None
+    session_id: str | None
+    data: dict[str, Any]
+
+    def public(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Store:
+    """One SQLite connection, used from the server's event loop only."""
+
+    def __init__(self, data_dir: Path, on_event: Callable[[Event], None] | None = None) -> None:
+        self.data_dir = data_dir
+        self.on_event = on_event
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for sub in ("blobs", "sessions", "tmp"):
+            (data_dir / sub).mkdir(exist_ok=True)
+        self.db = sqlite3.connect(data_dir / "stablecore.db", isolation_level=None,
+                                  check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: survives a process crash
+        self.db.executescript(SCHEMA)
+        self._pending: list[Event] | None = None
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; events written inside are published after the commit."""
+        if self._pending is not None:  # nested: join the outer transaction
+            yield self.db
+            return
+        self._pending = []
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+            events = self._pending
+        finally:
+            self._pending = None
+        if self.on_event is not None:
+            for event in events:
+                self.on_event(event)
+
+    def emit(self, type: str, job_id: str | None = None, session_id: str | None = None,
+             **data: Any) -> Event:
+        """Write an event; must run inside `transaction()`."""
+        assert self._pending is not None, "emit() outside a transaction"
+        ts = time.time()
+        cur = self.db.execute(
+            "INSERT INTO events (ts, type, job_id, session_id, data) VALUES (?, ?, ?, ?, ?)",
+            (ts, type, job_id, session_id, json.dumps(data)))
+        event = Event(cur.lastrowid or 0, ts, type, job_id, session_id, data)
+        self._pending.append(event)
+        return event
+
+    # --- sessions -------------------------------------------------------------------------
+    def create_session(self, name: str | None = None) -> dict[str, Any]:
+        name = name or time.strftime("%Y-%m-%d_%H%M%S")
+        row = {"id": new_id("s"), "name": name, "created": time.time()}
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM sessions WHERE name = ?", (name,)).fetchone():
+                raise Conflict(f"a session named {name!r} exists", field="name")
+            db.execute("INSERT INTO sessions (id, name, created)"
+                       " VALUES (:id, :name, :created)", row)
+            self.emit("session.created", session_id=row["id"], name=name)
+        return row
+
+    def get_session(self, session_id: str) -> dict[str, Any]:
+        row = self.db.execute("SELECT id, name, created FROM sessions WHERE id = ?",
+                              (session_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no session {session_id!r}", field="session")
+        return dict(row)
+
+    def list_sessions(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT id, name, created FROM sessions ORDER BY created DESC")
+        return [dict(r) for r in rows]
+
+    def current_session(self) -> dict[str, Any]:
+        """The newest session; a first one is made on demand."""
+        row = self.db.execute(
+            "SELECT id, name, created FROM sessions ORDER BY created DESC LIMIT 1").fetchone()
+        return dict(row) if row else self.create_session()
+
+    # --- artifacts ------------------------------------------------------------------------
+    def add_artifact(self, src: Path, sha256: str, kind: str, mime: str, ext: str, name: str,
+                     session_id: str | None = None, job_id: str | None = None,
+                     meta: dict[str, Any] | None = None, label: str | None = None) -> Artifact:
+        """Move `src` into the blob store (once per sha256) and index it.
+
+        With `label`, the file also appears in its session folder as `NNNN_<label>.<ext>`.
+        """
+        blob = Path("blobs") / sha256[:2] / f"{sha256}.{ext}"
+        target = self.data_dir / blob
+        if target.exists():
+            src.unlink(missing_ok=True)
+        else:
+            target.parent.mkdir(exist_ok=True)
+            os.replace(src, target)
+        art = Artifact(new_id("a"), sha256, kind, mime, target.stat().st_size, str(blob), name,
+                       None, session_id, job_id, time.time(), meta or {})
+        with self.transaction() as db:
+            if label and session_id:
+                sess = db.execute("SELECT name, next_index FROM sessions WHERE id = ?",
+                                  (session_id,)).fetchone()
+                db.execute("UPDATE sessions SET next_index = next_index + 1 WHERE id = ?",
+                           (session_id,))
+                rel = Path("sessions") / sess["name"] / f"{sess['next_index']:04d}_{label}.{ext}"
+                _link(target, self.data_dir / rel)
+                art.path = str(rel)
+            db.execute(
+                "INSERT INTO artifacts VALUES (:id, :sha256, :kind, :mime, :size, :blob, :name,"
+                " :path, :session_id, :job_id, :created, :meta)",
+                {**art.__dict__, "meta": json.dumps(art.meta)})
+        return art
+
+    def get_artifact(self, artifact_id: str) -> Artifact:
+        row = self.db.execute("SELECT * FROM artifacts WHERE id = ?", (artifact_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no artifact {artifact_id!r}", artifact_id=artifact_id)
+        return Artifact.from_row(row)
+
+    def list_artifacts(self, session_id: str, limit: int = 100, offset: int = 0) -> list[Artifact]:
+        rows = self.db.execute(
+            "SELECT * FROM artifacts WHERE session_id = ? AND kind != 'preview' "
+            "ORDER BY created DESC LIMIT ? OFFSET ?", (session_id, limit, offset))
+        return [Artifact.from_row(r) for r in rows]
+
+    def artifact_file(self, art: Artifact) -> Path:
+        return self.data_dir / art.blob
+
+    # --- jobs -----------------------------------------------------------------------------
+    def add_job(self, job: Job) -> Job:
+        job.created = time.time()
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO jobs (id, spec, params, inputs, session_id, priority, owner, state,"
+                " created, model_key, batch_key, timeout) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (job.id, job.spec, json.dumps(job.params), json.dumps(job.inputs),
+                 job.session_id, job.priority, job.owner, job.state, job.created,
+                 job.model_key, job.batch_key, job.timeout))
+            job.seq = cur.lastrowid or 0
+            self.emit(f"job.{job.state}", job.id, job.session_id, spec=job.spec)
+        return job
+
+    def get_job(self, job_id: str) -> Job:
+        row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id!r}", job_id=job_id)
+        return Job.from_row(row)
+
+    def list_jobs(self, state: str | None = None, session_id: str | None = None,
+                  limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
+        where, args = [], []
+        if state:
+            where.append("state = ?")
+            args.append(state)
+        if session_id:
+            where.append("session_id = ?")
+            args.append(session_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        total = self.db.execute(f"SELECT COUNT(*) FROM jobs {clause}", args).fetchone()[0]
+        rows = self.db.execute(f"SELECT * FROM jobs {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
+                               [*args, limit, offset])
+        return [Job.from_row(r) for r in rows], total
+
+    def queued(self, limit: int) -> list[Job]:
+        """The head of the queue: priority first, then age."""
+        rows = self.db.execute("SELECT * FROM jobs WHERE state = 'queued' "
+                               "ORDER BY priority DESC, seq LIMIT ?", (limit,))
+        return [Job.from_row(r) for r in rows]
+
+    def claim(self, jobs: list[Job], worker: str) -> None:
+        """queued -> running for all of `jobs`, or for none of them."""
+        now = time.time()
+        with self.transaction() as db:
+            for job in jobs:
+                cur = db.execute(
+                    "UPDATE jobs SET state = 'running', worker = ?, started = ?,"
+                    " attempts = attempts + 1 WHERE id = ? AND state = 'queued'",
+                    (worker, now, job.id))
+                if cur.rowcount != 1:
+                    raise Conflict(f"job {job.id} is no longer queued", job_id=job.id)
+                job.state, job.worker, job.started = JobState.RUNNING, worker, now
+                self.emit("job.started", job.id, job.session_id, worker=worker,
+                          batch=len(jobs))
+
+    def finish(self, job_id: str, state: JobState, outputs: dict[str, Any] | None = None,
+               error: str | None = None) -> Job:
+        """Move a job to a final state (or back to queued) with its outputs or error."""
+        with self.transaction() as db:
+            job = self.get_job(job_id)
+            check_move(job_id, job.state, state)
+            now = time.time() if state.finished else None
+            db.execute("UPDATE jobs SET state = ?, outputs = ?, error = ?, finished = ?,"
+                       " worker = CASE WHEN ? THEN worker END WHERE id = ?",
+                       (state, json.dumps(outputs) if outputs else None, error, now,
+                        state.finished, job_id))
+            job.state, job.outputs, job.error, job.finished = state, outputs, error, now
+            data: dict[str, Any] = {"spec": job.spec}
+            if outputs is not None:
+                data["outputs"] = outputs
+            if error is not None:
+                data["error"] = error
+            self.emit(f"job.{state}", job_id, job.session_id, **data)
+        return job
+
+    def recover(self, max_attempts: int) -> list[Job]:
+        """After a restart: jobs left `running` by a dead server are re-queued or failed."""
+        recovered = []
+        with self.transaction() as db:
+            for row in db.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall():
+                job = Job.from_row(row)
+                if job.attempts < max_attempts:
+                    self.finish(job.id, JobState.QUEUED)
+                else:
+                    self.finish(job.id, JobState.FAILED, error=(
+                        f"server stopped while the job ran, {job.attempts} times; giving up"))
+                recovered.append(job)
+        return recovered
+
+    def counts(self) -> dict[str, int]:
+        rows = self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        return {state: n for state, n in rows}
+
+    # --- events ---------------------------------------------------------------------------
+    def events_since(self, seq: int, job_id: str | None = None, session_id: str | None = None,
+                     limit: int = 10_000) -> list[Event]:
+        where, args = ["seq > ?"], [seq]
+        if job_id:
+            where.append("job_id = ?")
+            args.append(job_id)
+        if session_id:
+            where.append("session_id = ?")
+            args.append(session_id)
+        rows = self.db.execute(
+            f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+            [*args, limit])
+        return [Event(r["seq"], r["ts"], r["type"], r["job_id"], r["session_id"],
+                      json.loads(r["data"])) for r in rows]
+
+    def last_seq(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+
+    def prune_events(self, older_than: float) -> int:
+        with self.transaction() as db:
+            return db.execute("DELETE FROM events WHERE ts < ?", (older_than,)).rowcount
+
+
+def _link(target: Path, link: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(target, link)
+    except OSError:
+        shutil.copyfile(target, link)

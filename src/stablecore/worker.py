@@ -1,0 +1,229 @@
+"""The worker process: imports plugins, keeps models warm, runs jobs, reports over a pipe.
+
+Started by the supervisor as `python -m stablecore.worker ...`. It speaks JSON lines: run and
+cancel messages come in on stdin, events go out on the original stdout (plugin prints are
+sent to stderr so they cannot corrupt the protocol). EOF on stdin means the server is gone,
+and the worker exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import resource
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import PIL.Image
+import psutil
+from pydantic import ValidationError
+
+from stablecore.context import Context, ModelCache
+from stablecore.errors import JobCancelled
+from stablecore.media import read_input, sha256_file, write_output
+from stablecore.spec import JobSpec, discover
+
+PREVIEW_SIZE = 256
+
+
+class Channel:
+    """The protocol pipe to the supervisor: one JSON object per line, thread-safe."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.lock = threading.Lock()
+
+    def send(self, *messages: dict[str, Any]) -> None:
+        data = b"".join(json.dumps(m, default=str).encode() + b"\n" for m in messages)
+        with self.lock:
+            self.out.write(data)
+            self.out.flush()
+
+
+class Inbox:
+    """Reads stdin on a thread: cancels take effect at once, runs wait in a queue."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.runs: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.cancelled: set[str] = set()
+        threading.Thread(target=self._read, daemon=True, name="inbox").start()
+
+    def _read(self) -> None:
+        for line in self.stream:
+            msg = json.loads(line)
+            if msg["t"] == "cancel":
+                self.cancelled.add(msg["id"])
+            elif msg["t"] == "run":
+                self.runs.put(msg)
+        os._exit(0)  # stdin closed: the server is gone, and so are we
+
+
+class JobLogHandler(logging.Handler):
+    """Forwards `ctx.log` records to the server as job.log events."""
+
+    def __init__(self, channel: Channel) -> None:
+        super().__init__()
+        self.channel = channel
+        self.ids: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.channel.send({"t": "log", "ids": self.ids, "level": record.levelname,
+                           "msg": record.getMessage()})
+
+
+class Worker:
+    def __init__(self, name: str, device: str, tmpdir: Path, cache_mb: float,
+                 channel: Channel, inbox: Inbox) -> None:
+        self.name, self.device, self.tmpdir = name, device, tmpdir
+        self.channel, self.inbox = channel, inbox
+        self.cache = ModelCache(cache_mb)
+        self.specs: dict[str, JobSpec] = {}
+        self.log = logging.getLogger(f"stablecore.job.{name}")
+        self.log.setLevel(logging.INFO)
+        self.log.propagate = False
+        self.log_handler = JobLogHandler(channel)
+        self.log.addHandler(self.log_handler)
+        self.jobs_done = 0
+
+    def hello(self) -> None:
+        self.specs, plugins = discover()
+        self.channel.send({"t": "hello", "pid": os.getpid(), "python": sys.executable,
+                           "specs": [s.schema() for s in self.specs.values()],
+                           "plugins": [p.__dict__ for p in plugins]})
+
+    def serve(self) -> None:
+        while True:
+            self.run(self.inbox.runs.get())
+            self.channel.send(self.status())
+
+    def status(self) -> dict[str, Any]:
+        return {"t": "idle", "cache": self.cache.describe(), "loads": self.cache.loads,
+                "hits": self.cache.hits, "jobs_done": self.jobs_done,
+                "rss_mb": psutil.Process().memory_info().rss / 2**20}
+
+    def run(self, msg: dict[str, Any]) -> None:
+        """Run one job, or a batch of jobs of one spec, and report each one's outcome."""
+        jobs = msg["jobs"]
+        ids = [j["id"] for j in jobs]
+        spec = self.specs[jobs[0]["spec"]]
+        self.log_handler.ids = ids
+        try:
+            # 1. validate params and load inputs
+            calls = [self._arguments(spec, j) for j in jobs]
+            # 2. call the function, once for a batch
+            ctx = self._context(spec, ids)
+            if spec.batch is not None:
+                merged = {k: [c[k] for c in calls] for k in calls[0]}
+                results = spec.fn(ctx, **merged) if spec.takes_ctx else spec.fn(**merged)
+                if not isinstance(results, list) or len(results) != len(jobs):
+                    raise TypeError(f"batch job {spec.full_name} must return a list of "
+                                    f"{len(jobs)} results, got {type(results).__name__}")
+            else:
+                args = calls[0]
+                results = [spec.fn(ctx, **args) if spec.takes_ctx else spec.fn(**args)]
+            # 3. write outputs and report
+            for job, result in zip(jobs, results, strict=True):
+                if job["id"] in self.inbox.cancelled:
+                    self.channel.send({"t": "cancelled", "id": job["id"]})
+                    continue
+                outputs = self._write_outputs(spec, job, result)
+                self.channel.send({"t": "done", "id": job["id"], "outputs": outputs})
+        except JobCancelled:
+            for i in ids:
+                self.channel.send({"t": "cancelled", "id": i})
+        except BaseException as e:
+            error = describe_error(e)
+            traceback.print_exc()
+            for i in ids:
+                self.channel.send({"t": "failed", "id": i, "error": error})
+        finally:
+            self.jobs_done += len(ids)
+            self.inbox.cancelled.difference_update(ids)
+
+    def _arguments(self, spec: JobSpec, job: dict[str, Any]) -> dict[str, Any]:
+        assert spec.params_model is not None
+        try:
+            params = spec.params_model.model_validate(job["params"])
+        except ValidationError as e:
+            raise ValueError(f"invalid params: {e}") from None
+        args = {k: getattr(params, k) for k in spec.params_model.model_fields}
+        for name, inp in spec.inputs.items():
+            ref = job["inputs"].get(name)
+            args[name] = read_input(inp.kind, Path(ref["path"])) if ref else None
+        return args
+
+    def _context(self, spec: JobSpec, ids: list[str]) -> Context:
+        def report(step: int, total: int, preview: Any) -> None:
+            msg: dict[str, Any] = {"t": "progress", "ids": ids, "step": step, "total": total}
+            if isinstance(preview, PIL.Image.Image):
+                msg["preview"] = self._save_preview(preview, ids[0], step)
+            self.channel.send(msg)
+
+        return Context(plugin=spec.plugin, device=self.device, cache=self.cache,
+                       tmpdir=self.tmpdir, report=report, log=self.log,
+                       is_cancelled=lambda: all(i in self.inbox.cancelled for i in ids))
+
+    def _save_preview(self, image: PIL.Image.Image, job_id: str, step: int) -> dict[str, Any]:
+        small = image.convert("RGB")
+        small.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))
+        path = self.tmpdir / f"{job_id}_preview_{step}.jpg"
+        small.save(path, quality=80)
+        return {"path": str(path), "kind": "preview", "mime": "image/jpeg", "ext": "jpg",
+                "sha256": sha256_file(path), "meta": {"width": small.width,
+                                                       "height": small.height}}
+
+    def _write_outputs(self, spec: JobSpec, job: dict[str, Any], result: Any) -> dict:
+        if spec.single_output:
+            values = {next(iter(spec.outputs)): result}
+        else:
+            values = {name: getattr(result, name) for name in spec.outputs}
+        outputs = {}
+        for name, value in values.items():
+            if value is None:
+                continue
+            dest = self.tmpdir / f"{job['id']}_{name}"
+            outputs[name] = write_output(spec.outputs[name], value, dest, spec.full_name,
+                                         job["params"])
+        return outputs
+
+
+def describe_error(e: BaseException) -> str:
+    """A one-line cause a user can act on; out-of-memory is named as such."""
+    if isinstance(e, MemoryError) or "OutOfMemory" in type(e).__name__:
+        return f"out of memory: {type(e).__name__}: {e}".rstrip(": ")
+    return f"{type(e).__name__}: {e}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="stablecore.worker")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--tmp", type=Path, required=True)
+    ap.add_argument("--cache-mb", type=float, default=8192)
+    ap.add_argument("--memory-limit-mb", type=float, default=0)
+    args = ap.parse_args(argv)
+
+    # The protocol keeps the real stdout; anything a plugin prints goes to stderr.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    if args.memory_limit_mb:
+        limit = int(args.memory_limit_mb * 2**20)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    args.tmp.mkdir(parents=True, exist_ok=True)
+    channel = Channel(out)
+    worker = Worker(args.name, args.device, args.tmp, args.cache_mb, channel,
+                    Inbox(sys.stdin.buffer))
+    worker.hello()
+    channel.send(worker.status())
+    worker.serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Test plugins for stable-core's engine tests."""

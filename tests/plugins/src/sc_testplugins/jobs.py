@@ -1,0 +1,114 @@
+"""Jobs that echo, sleep, preview, crash, run out of memory, hang, batch and cache models."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import wave
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+
+from stablecore import Audio, Context, Field, Image, Mask, Numbers, Text, job
+
+
+@job(description="Return the text, repeated n times.")
+def echo(text: str = "hello", n: int = Field(1, ge=1, le=10, description="repeats")) -> Text:
+    return text * n
+
+
+@job(description="Do nothing: measures the engine's own overhead.")
+def noop() -> None:
+    return None
+
+
+@job(description="Sleep in steps, reporting progress after each.")
+def sleep(ctx: Context, seconds: float = Field(1.0, ge=0, le=60),
+          steps: int = Field(10, ge=1, le=1000)) -> Text:
+    for i in range(steps):
+        time.sleep(seconds / steps)
+        ctx.progress(i + 1, steps)
+    return f"slept {seconds}"
+
+
+@job(description="Report progress with a preview image at each step.")
+def preview(ctx: Context, steps: int = Field(3, ge=1, le=20), size: int = 64) -> Image:
+    image = PIL.Image.new("RGB", (size, size))
+    for i in range(steps):
+        image = PIL.Image.new("RGB", (size, size), (i * 40 % 256, 100, 200))
+        ctx.progress(i + 1, steps, preview=image)
+    return image
+
+
+@job(description="Invert an image's colours.")
+def invert(image: Image, mask: Mask | None = None) -> Image:
+    inverted = PIL.ImageOps.invert(image.convert("RGB"))
+    return PIL.Image.composite(inverted, image.convert("RGB"), mask) if mask else inverted
+
+
+@dataclass
+class Several:
+    image: Image
+    mask: Mask
+    text: Text
+    numbers: Numbers
+    audio: Audio
+
+
+@job(description="Return one output of each media type.")
+def several(ctx: Context, size: int = Field(32, ge=8, le=512), prompt: str = "a test",
+            seed: int = -1) -> Several:
+    rng = ctx.rng(seed)
+    pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    path = ctx.tmpdir / "tone.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        tone = (np.sin(np.arange(8000) * 440 * 2 * np.pi / 8000) * 3000).astype(np.int16)
+        w.writeframes(tone.tobytes())
+    return Several(PIL.Image.fromarray(pixels), PIL.Image.new("L", (size, size), 255),
+                   f"{prompt} ({size}px)", Numbers(np.arange(6).reshape(3, 2), ["a", "b"], 24.0),
+                   Audio(path))
+
+
+@job(description="Kill the worker process in one of several ways.")
+def crash(how: Literal["exit", "sigkill", "segv"] = "sigkill") -> Text:
+    if how == "exit":
+        os._exit(3)
+    os.kill(os.getpid(), signal.SIGKILL if how == "sigkill" else signal.SIGSEGV)
+    time.sleep(10)
+    return "unreachable"
+
+
+@job(description="Allocate memory until the worker runs out of it.")
+def oom(ctx: Context, mb_per_step: int = Field(64, ge=1, le=4096)) -> Text:
+    hoard = []
+    for i in range(100_000):
+        hoard.append(np.ones(mb_per_step * 2**20, dtype=np.uint8))
+        ctx.progress(i + 1, 100_000)
+    return "never ran out"
+
+
+@job(description="Hang without reporting progress.")
+def hang(seconds: float = Field(3600, ge=0)) -> Text:
+    time.sleep(seconds)
+    return "woke up"
+
+
+@job(description="Load a model through the worker cache.", model_param="model")
+def model(ctx: Context, model: Literal["m1", "m2", "m3"] = "m1") -> Text:
+    ctx.cache(model, lambda: np.zeros(1024), size_mb=1)
+    return f"{model} pid={os.getpid()}"
+
+
+@job(description="Batchable: equal `size` values run together.", batch=("size",),
+     batch_max=4)
+def batched(ctx: Context, value: int = 0, size: int = 8) -> Text:
+    values, sizes = value, size  # in a batch, every parameter arrives as a list
+    time.sleep(0.05)
+    return [f"value={v} size={s} batch={len(values)}" for v, s in zip(values, sizes, strict=True)]
