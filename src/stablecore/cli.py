@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -177,6 +178,16 @@ def jobs_cancel(job_id: str, url: UrlOpt = None, token: TokenOpt = None) -> None
     with client(url, token) as c:
         job = call(c.cancel, job_id)
         console.print(f"{job['id']}: cancel requested (was {job['state']})")
+
+
+def main() -> None:
+    """Entry point: the core commands plus those plugins add (entry points `stablecore.cli`)."""
+    for ep in entry_points(group="stablecore.cli"):
+        try:
+            app.add_typer(ep.load(), name=ep.name)
+        except Exception as e:  # a broken plugin must not break the CLI
+            err.print(f"[yellow]warning:[/yellow] plugin commands {ep.name!r} not loaded: {e}")
+    app()
 
 
 def client(url: str | None, token: str | None) -> Client:

@@ -362,6 +362,17 @@ class Store:
             self.emit(f"job.{state}", job_id, job.session_id, **data)
         return job
 
+    def set_priority(self, job_id: str, priority: int) -> Job:
+        with self.transaction() as db:
+            job = self.get_job(job_id)
+            if job.state not in (JobState.QUEUED, JobState.WAITING):
+                raise Conflict(f"job {job_id} is {job.state}; only a queued job can be "
+                               "reordered", job_id=job_id, state=str(job.state))
+            db.execute("UPDATE jobs SET priority = ? WHERE id = ?", (priority, job_id))
+            job.priority = priority
+            self.emit("job.updated", job_id, job.session_id, priority=priority)
+        return job
+
     def recover(self, max_attempts: int) -> list[Job]:
         """After a restart: jobs left `running` by a dead server are re-queued or failed."""
         recovered = []

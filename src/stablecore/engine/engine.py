@@ -127,6 +127,11 @@ class Engine:
             run.kill_state, run.kill_reason = JobState.CANCELLED, "cancelled by request"
         return job
 
+    def reprioritize(self, job_id: str, priority: int) -> Job:
+        job = self.store.set_priority(job_id, priority)
+        self.dispatch()
+        return job
+
     def job_public(self, job: Job) -> dict[str, Any]:
         d = job.public()
         if job.id in self.progress:

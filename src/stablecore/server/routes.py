@@ -251,3 +251,24 @@ async def get_session(request: Request, session_id: str,
 @router.get("/workers")
 async def workers(request: Request) -> list[dict[str, Any]]:
     return [w.public() for w in engine_of(request).workers.values()]
+
+
+class PriorityRequest(BaseModel):
+    priority: int = Field(ge=-1000, le=1000, description="higher runs first")
+
+
+@router.patch("/jobs/{job_id}")
+async def reprioritize(request: Request, job_id: str, body: PriorityRequest) -> dict[str, Any]:
+    """Change a queued job's priority (reorder the queue)."""
+    engine = engine_of(request)
+    return engine.job_public(engine.reprioritize(job_id, body.priority))
+
+
+@router.post("/jobs/{job_id}/retry", status_code=201)
+async def retry(request: Request, job_id: str) -> dict[str, Any]:
+    """Queue a new job with the same spec, params, inputs, session and priority."""
+    engine = engine_of(request)
+    await engine.wait_ready(CATALOG_WAIT_S)
+    old = store_of(request).get_job(job_id)
+    job = engine.submit(old.spec, old.params, old.inputs, old.session_id, old.priority)
+    return engine.job_public(job)

@@ -1,0 +1,3 @@
+from stablecore.cli import main
+
+main()

@@ -1,0 +1,93 @@
+"""Pytest fixtures for stable-core and its plugins: a real server in a subprocess.
+
+Registered as a pytest plugin (entry point `pytest11`), so a plugin's own tests get the
+`stablecore_server` and `stablecore_client` fixtures with nothing to import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from stablecore.client import Client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`python -m stablecore serve` on 127.0.0.1; settings go in as STABLECORE_* variables."""
+
+    def __init__(self, data_dir: Path, workers: str = "cpu", port: int | None = None,
+                 **settings: object) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "STABLECORE_WORKERS": workers,
+                    "STABLECORE_DATA_DIR": str(data_dir), "STABLECORE_PORT": str(self.port),
+                    "STABLECORE_HOST": "127.0.0.1"}
+        self.env.update({f"STABLECORE_{k.upper()}": str(v) for k, v in settings.items()})
+        self.token = settings.get("token")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> ServerProcess:
+        self.proc = subprocess.Popen([sys.executable, "-m", "stablecore", "serve"], env=self.env,
+                                     cwd=self.data_dir.parent)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/api/health", timeout=1).json()["ready"]:
+                    return self
+            time.sleep(0.1)
+        raise TimeoutError(f"server at {self.url} not ready after {timeout} s")
+
+    def client(self, **kw: object) -> Client:
+        return Client(self.url, token=kw.pop("token", self.token), **kw)  # type: ignore[arg-type]
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no shutdown code runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@pytest.fixture(scope="module")
+def stablecore_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server with one CPU worker, shared by a test module."""
+    with ServerProcess(tmp_path_factory.mktemp("stablecore") / "data") as server:
+        yield server
+
+
+@pytest.fixture
+def stablecore_client(stablecore_server: ServerProcess) -> Iterator[Client]:
+    with stablecore_server.client() as client:
+        yield client
