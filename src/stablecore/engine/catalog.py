@@ -77,8 +77,8 @@ class Catalog:
                     raise InvalidParams(f"inputs.{key}: required {spec['kind']} input missing",
                                         field=f"inputs.{key}")
             elif not accepts(spec["kind"], art.kind):
-                raise InvalidParams(f"inputs.{key}: needs a {spec['kind']}, artifact {art.id} "
-                                    f"is a {art.kind}", field=f"inputs.{key}")
+                raise InvalidParams(f"inputs.{key}: expects kind {spec['kind']!r}, artifact "
+                                    f"{art.id} is {art.kind!r}", field=f"inputs.{key}")
         # 3. fill defaults, derive routing keys
         props = schema["params"].get("properties", {})
         full = {k: p["default"] for k, p in props.items() if "default" in p} | params

@@ -1,0 +1,94 @@
+from dataclasses import dataclass
+from typing import Literal
+
+import pytest
+
+from stablecore import Audio, Context, Field, Image, Mask, Numbers, Text, job
+from stablecore.errors import PluginError
+from stablecore.spec import JobSpec, inspect_job, specs_in_module
+
+
+def inspected(fn) -> JobSpec:
+    spec = fn.__stablecore_job__
+    inspect_job(spec, "demo")
+    spec.plugin = "demo"
+    return spec
+
+
+def test_signature_becomes_schema() -> None:
+    @dataclass
+    class Out:
+        image: Image
+        curve: Numbers
+
+    @job(description="Demo job.", gpu=True, memory_mb=512, model_param="model")
+    def demo(ctx: Context, image: Image, mask: Mask | None = None,
+             strength: float = Field(0.5, ge=0, le=1, description="how much"),
+             mode: Literal["a", "b"] = "a", label: str | None = None,
+             model: str = "base") -> Out:
+        raise NotImplementedError
+
+    spec = inspected(demo)
+    schema = spec.schema()
+    assert spec.takes_ctx
+    assert schema["name"] == "demo.demo" and schema["description"] == "Demo job."
+    assert schema["inputs"] == {
+        "image": {"kind": "image", "required": True, "description": None},
+        "mask": {"kind": "mask", "required": False, "description": None}}
+    props = schema["params"]["properties"]
+    assert props["strength"] == {"default": 0.5, "description": "how much", "maximum": 1,
+                                 "minimum": 0, "title": "Strength", "type": "number"}
+    assert props["mode"]["enum"] == ["a", "b"]
+    assert schema["params"]["additionalProperties"] is False
+    assert schema["outputs"] == {"image": {"kind": "image"}, "curve": {"kind": "numbers"}}
+    assert schema["resources"] == {"gpu": True, "memory_mb": 512}
+
+
+def test_single_output_is_named_by_its_kind() -> None:
+    @job
+    def talk(words: int = 3) -> Text:
+        """Docstring is the description."""
+        return "x"
+
+    @job
+    def record(seconds: float) -> Audio:
+        raise NotImplementedError
+
+    assert inspected(talk).schema()["outputs"] == {"text": {"kind": "text"}}
+    assert inspected(talk).description == "Docstring is the description."
+    assert inspected(record).schema()["params"]["required"] == ["seconds"]
+
+
+@pytest.mark.parametrize("source, message", [
+    ("def f(*images: int) -> Text: ...", "\\*images is not allowed"),
+    ("def f(x) -> Text: ...", "parameter 'x' has no type annotation"),
+    ("def f(x: int): ...", "return annotation is missing"),
+    ("def f(x: int) -> int: ...", "neither a media type"),
+    ("def f(x: int = Field(5, ge=10, le=1)) -> Text: ...", "lower bound 10 above its upper bound 1"),
+    ("def f(x: int = Field(50, ge=0, le=10)) -> Text: ...", "default of parameter 'x' is invalid"),
+    ("def f(x: Literal['a', 'b'] = 'c') -> Text: ...", "default of parameter 'x' is invalid"),
+    ("class Foo: ...\ndef f(x: Foo) -> Text: ...", "cannot form a JSON schema"),
+])
+def test_bad_signatures_are_refused_at_load(source: str, message: str) -> None:
+    namespace: dict = {"Text": Text, "Field": Field, "Literal": Literal}
+    exec(source, namespace)
+    spec = job(namespace["f"]).__stablecore_job__
+    with pytest.raises(PluginError, match=message) as info:
+        inspect_job(spec, "demo")
+    assert "plugin 'demo', job 'f'" in str(info.value)
+
+
+def test_batch_and_model_params_must_exist() -> None:
+    @job(batch=("size", "colour"))
+    def f(size: int = 8) -> Text:
+        raise NotImplementedError
+
+    with pytest.raises(PluginError, match="colour"):
+        inspect_job(f.__stablecore_job__, "demo")
+
+
+def test_a_module_without_jobs_is_an_error() -> None:
+    import types
+
+    with pytest.raises(PluginError, match="declares no @job"):
+        specs_in_module(types.ModuleType("empty"), "empty", "1.0")
