@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
@@ -133,21 +134,22 @@ async def events(ws: WebSocket, since: int | None = None, job: str | None = None
                  session: str | None = None) -> None:
     """Every event (or one job's, one session's) as JSON; `since` resumes after a seq."""
     await ws.accept()
-    follow = hub_of(ws).follow(store_of(ws), since, job_id=job, session_id=session)
-    receiver = asyncio.ensure_future(ws.receive())  # notices the client closing
+    hub, store = hub_of(ws), store_of(ws)
+
+    async def pump() -> None:
+        async for event in hub.follow(store, since, job_id=job, session_id=session):
+            await ws.send_text(json.dumps(event.public()))
+
+    sender = asyncio.ensure_future(pump())
     try:
-        while True:
-            nxt = asyncio.ensure_future(anext(follow))
-            done, _ = await asyncio.wait({nxt, receiver}, return_when=asyncio.FIRST_COMPLETED)
-            if receiver in done:
-                nxt.cancel()
-                return
-            await ws.send_text(json.dumps(nxt.result().public()))
-    except (WebSocketDisconnect, RuntimeError):
-        return
+        while (await ws.receive())["type"] != "websocket.disconnect":
+            pass  # clients have nothing to say yet; this loop notices them leaving
+    except WebSocketDisconnect:
+        pass
     finally:
-        receiver.cancel()
-        await follow.aclose()
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+            await sender
 
 
 # --- artifacts ----------------------------------------------------------------------------
