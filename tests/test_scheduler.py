@@ -29,6 +29,12 @@ def test_a_cold_job_avoids_the_worker_whose_model_is_wanted_next() -> None:
         ("w1", ["j1"]), ("w0", ["j2"])]
 
 
+def test_a_cold_job_prefers_an_empty_worker() -> None:
+    w0 = WorkerView("w0", {"p.a"}, {"p/m1"})
+    w1 = WorkerView("w1", {"p.a"}, set())
+    assert names(plan([job(1, model="p/m2")], [w0, w1], {})) == [("w1", ["j1"])]
+
+
 def test_jobs_with_one_batch_key_run_together_up_to_the_limit() -> None:
     queue = [job(1, batch="k"), job(2, batch="other"), job(3, batch="k"), job(4, batch="k")]
     w0 = WorkerView("w0", {"p.a"})

@@ -51,10 +51,12 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/api/health", timeout=1).json()["ready"]:
+                headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+                workers = httpx.get(self.url + "/api/workers", headers=headers, timeout=1).json()
+                if workers and all(w["state"] == "idle" for w in workers):
                     return self
             time.sleep(0.1)
-        raise TimeoutError(f"server at {self.url} not ready after {timeout} s")
+        raise TimeoutError(f"server at {self.url}: workers not idle after {timeout} s")
 
     def client(self, **kw: object) -> Client:
         return Client(self.url, token=kw.pop("token", self.token), **kw)  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ def plan(queue: Sequence[Job], idle: Sequence[WorkerView], batch_max: dict[str, 
     """Assign the head of `queue` (already in priority/age order) to `idle` workers.
 
     A job goes to an idle worker that holds its model; failing that, to the idle worker whose
-    cached models the rest of the queue wants least. Queued jobs with the job's batch key
+    cached models the rest of the queue wants least, then the one holding fewest models. Queued jobs with the job's batch key
     join it, up to the spec's `batch_max`.
     """
     free = list(idle)
@@ -41,7 +41,8 @@ def plan(queue: Sequence[Job], idle: Sequence[WorkerView], batch_max: dict[str, 
         if not able:
             continue
         warm = [w for w in able if job.model_key and job.model_key in w.models]
-        worker = warm[0] if warm else min(able, key=lambda w: len(w.models & wanted))
+        worker = warm[0] if warm else min(able, key=lambda w: (len(w.models & wanted),
+                                                               len(w.models)))
         batch = [job]
         if job.batch_key is not None:
             limit = batch_max.get(job.spec, 1)
