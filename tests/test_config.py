@@ -29,7 +29,7 @@ def test_bad_values_name_the_setting_and_its_origin(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="colour"):
         load_settings({}, cwd=tmp_path)
     (tmp_path / "stablecore.toml").write_text("port = \n")
-    with pytest.raises(ConfigError, match="stablecore.toml"):
+    with pytest.raises(ConfigError, match=r"stablecore\.toml"):
         load_settings({}, cwd=tmp_path)
 
 

@@ -25,8 +25,8 @@ def plan(queue: Sequence[Job], idle: Sequence[WorkerView], batch_max: dict[str, 
     """Assign the head of `queue` (already in priority/age order) to `idle` workers.
 
     A job goes to an idle worker that holds its model; failing that, to the idle worker whose
-    cached models the rest of the queue wants least, then the one holding fewest models. Queued jobs with the job's batch key
-    join it, up to the spec's `batch_max`.
+    cached models the rest of the queue wants least, then the one holding fewest models.
+    Queued jobs with the job's batch key join it, up to the spec's `batch_max`.
     """
     free = list(idle)
     taken: set[str] = set()
