@@ -1,0 +1,138 @@
+"""One call of an SD job, which the engine may have given several batched jobs.
+
+Every image gets its own torch.Generator seeded with its own seed, so an image comes out the
+same whether it ran alone or in a batch. Images go through diffusers in calls of at most
+`max_batch` images, each call reporting per-step progress with a cheap preview now and then.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import PIL.Image
+import torch
+
+from sc_sd.infotext import infotext
+from sc_sd.loader import load
+from sc_sd.options import Options
+from sc_sd.preview import latent_to_image
+from sc_sd.results import Generated
+from sc_sd.sources import resolve
+from stablecore import Context
+
+MAX_IMAGES_PER_JOB = 4
+
+
+@dataclass
+class Item:
+    """One image to make: which job it belongs to and everything that differs per image."""
+
+    job: int
+    seed: int
+    prompt: str
+    negative_prompt: str
+    image: PIL.Image.Image | None
+    mask: PIL.Image.Image | None
+
+
+def run(ctx: Context, mode: str, params: dict[str, list[Any]],
+        images: list[Any] | None = None, masks: list[Any] | None = None) -> list[Generated]:
+    """Make the images of every job in `params` (one list per parameter); one result per job."""
+    options = Options.from_env(os.environ)
+    jobs = [{k: v[i] for k, v in params.items()} for i in range(len(params["prompt"]))]
+    first = jobs[0]  # batched jobs share model, size, steps, sampler, guidance and strength
+    # 1. check what diffusers would reject less clearly
+    check(mode, first)
+    # 2. the warm model and the pipeline for this mode and sampler
+    name = first["model"]
+    loaded = ctx.cache(name, lambda: load(name, resolve(name, options), options, ctx.device,
+                                          ctx.log))
+    pipe = loaded.pipeline(mode, first["scheduler"])
+    # 3. one item per image, seeds counting up from each job's seed
+    size = (first["width"], first["height"])
+    items = []
+    for j, job in enumerate(jobs):
+        seed = ctx.seed(job["seed"])
+        image = images[j].convert("RGB").resize(size, PIL.Image.LANCZOS) if images else None
+        mask = masks[j].convert("L").resize(size, PIL.Image.LANCZOS) if masks else None
+        items += [Item(j, seed + k, job["prompt"], job["negative_prompt"], image, mask)
+                  for k in range(job["num_images"])]
+    # 4. diffusers calls of at most max_batch images
+    chunks = [items[i:i + options.max_batch] for i in range(0, len(items), options.max_batch)]
+    pictures: list[PIL.Image.Image] = []
+    for n, chunk in enumerate(chunks):
+        callback = progress_callback(ctx, loaded.family, options.preview_every, n, len(chunks))
+        pictures += generate(pipe, mode, first, chunk, callback)
+    # 5. one result per job, each image carrying its own parameters text
+    return results(mode, jobs, items, pictures)
+
+
+def check(mode: str, p: dict[str, Any]) -> None:
+    if mode != "txt2img" and int(p["steps"] * p["strength"]) < 1:
+        raise ValueError(f"strength {p['strength']} with {p['steps']} steps leaves no "
+                         "denoising step: raise one of them")
+    if not 1 <= p["num_images"] <= MAX_IMAGES_PER_JOB:
+        raise ValueError(f"num_images must be 1 to {MAX_IMAGES_PER_JOB}, got {p['num_images']}")
+
+
+def generate(pipe: Any, mode: str, p: dict[str, Any], chunk: list[Item],
+             callback: Callable[..., dict[str, Any]]) -> list[PIL.Image.Image]:
+    """One diffusers call for the images of `chunk`."""
+    kwargs: dict[str, Any] = {
+        "prompt": [i.prompt for i in chunk],
+        "negative_prompt": [i.negative_prompt for i in chunk],
+        "num_inference_steps": p["steps"], "guidance_scale": p["guidance_scale"],
+        # CPU generators: the same seed gives the same image on any device
+        "generator": [torch.Generator("cpu").manual_seed(i.seed) for i in chunk],
+        "callback_on_step_end": callback, "output_type": "pil"}
+    if mode != "img2img":
+        kwargs.update(width=p["width"], height=p["height"])
+    if mode != "txt2img":
+        kwargs.update(image=[i.image for i in chunk], strength=p["strength"])
+    if mode == "inpaint":
+        kwargs["mask_image"] = [i.mask for i in chunk]
+    return pipe(**kwargs).images
+
+
+def progress_callback(ctx: Context, family: str, every: int, chunk: int, chunks: int,
+                      ) -> Callable[..., dict[str, Any]]:
+    """diffusers' `callback_on_step_end`: report the step (this raises JobCancelled once the
+    job is cancelled, so a cancel lands within one step) with a preview every `every` steps."""
+
+    def on_step_end(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        steps = pipe.num_timesteps
+        preview = None
+        if every and (i + 1) % every == 0 and i + 1 < steps:
+            preview = latent_to_image(tensors["latents"][0], family)
+        ctx.progress(chunk * steps + i + 1, chunks * steps, preview=preview)
+        return tensors
+
+    return on_step_end
+
+
+def results(mode: str, jobs: list[dict[str, Any]], items: list[Item],
+            pictures: list[PIL.Image.Image]) -> list[Generated]:
+    try:
+        plugin_version = version("stablecore-sd")
+    except PackageNotFoundError:
+        plugin_version = ""
+    out = []
+    for j, job in enumerate(jobs):
+        mine = [(item, pic) for item, pic in zip(items, pictures, strict=True) if item.job == j]
+        texts = []
+        for item, pic in mine:
+            text = infotext(prompt=item.prompt, negative_prompt=item.negative_prompt,
+                            steps=job["steps"], sampler=job["scheduler"],
+                            guidance_scale=job["guidance_scale"], seed=item.seed,
+                            width=job["width"], height=job["height"], model=job["model"],
+                            strength=job["strength"] if mode != "txt2img" else None,
+                            version=plugin_version)
+            pic.info["parameters"] = text  # for a core that writes a job's own PNG text
+            texts.append(text)
+        extra = [pic for _, pic in mine[1:]] + [None] * (MAX_IMAGES_PER_JOB - len(mine))
+        out.append(Generated(mine[0][1], texts[0], *extra[:MAX_IMAGES_PER_JOB - 1]))
+    return out

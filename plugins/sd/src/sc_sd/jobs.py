@@ -1,0 +1,86 @@
+"""The SD jobs: txt2img, img2img and inpaint.
+
+This module is what the worker imports at start, for the schema, so it stays light: torch
+and diffusers (seconds to import) load with `sc_sd.generate` at the first SD job. The model
+choices in the schema come from the models folder, listed here once at import: restart the
+server after adding a model.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from sc_sd.options import Options
+from sc_sd.results import Generated
+from sc_sd.samplers import SamplerName
+from sc_sd.sources import choices
+from stablecore import Context, Image, Mask, job
+
+CHOICES = choices(Options.from_env(os.environ))
+
+Model = Annotated[Literal[tuple(CHOICES)], Field(
+    description="a model in the models folder (STABLECORE_SD_MODELS_DIR) or one listed in "
+                "STABLECORE_SD_MODELS (Hugging Face repo ids, absolute paths)")]
+Prompt = Annotated[str, Field(max_length=4000, description="what to draw")]
+Negative = Annotated[str, Field(max_length=4000, description="what to avoid")]
+Size = Annotated[int, Field(ge=32, le=2048, multiple_of=8, description="pixels, a multiple of 8")]
+Steps = Annotated[int, Field(ge=1, le=150, description="denoising steps")]
+Guidance = Annotated[float, Field(ge=0, le=30, description="classifier-free guidance (CFG) scale")]
+Sampler = Annotated[SamplerName, Field(description="the sampler (diffusers scheduler)")]
+Seed = Annotated[int, Field(ge=-1, le=2**32 - 1, description="-1 picks a random seed; "
+                            "the seed used is in the `info` output and in the PNG")]
+Count = Annotated[int, Field(ge=1, le=4, description="images made from seed, seed+1, ...; "
+                             "they come out as image, image_2, ...")]
+Strength = Annotated[float, Field(gt=0, le=1, description="how much to change the input: "
+                                  "0 keeps it, 1 ignores it")]
+
+# Queued jobs that agree on these run as one diffusers call (prompts and seeds may differ).
+BATCH = ("model", "width", "height", "steps", "scheduler", "guidance_scale")
+
+
+def _run(ctx: Context, mode: str, params: dict[str, list[Any]], **inputs: Any) -> Any:
+    from sc_sd import generate  # torch and diffusers load here, at the first SD job
+
+    return generate.run(ctx, mode, params, **inputs)
+
+
+@job(description="Stable Diffusion: an image from a text prompt.", batch=BATCH, batch_max=8,
+     model_param="model")
+def txt2img(ctx: Context, prompt: Prompt = "", negative_prompt: Negative = "",
+            model: Model = CHOICES[0], width: Size = 512, height: Size = 512, steps: Steps = 20,
+            guidance_scale: Guidance = 7.0, scheduler: Sampler = "dpmpp_2m_karras",
+            seed: Seed = -1, num_images: Count = 1) -> Generated:
+    # batched: every parameter arrives as a list, one entry per job, and a list is returned
+    return _run(ctx, "txt2img", dict(
+        prompt=prompt, negative_prompt=negative_prompt, model=model, width=width, height=height,
+        steps=steps, guidance_scale=guidance_scale, scheduler=scheduler, seed=seed,
+        num_images=num_images))
+
+
+@job(description="Stable Diffusion: redraw an image guided by a prompt.",
+     batch=(*BATCH, "strength"), batch_max=8, model_param="model")
+def img2img(ctx: Context, image: Image, prompt: Prompt = "", negative_prompt: Negative = "",
+            strength: Strength = 0.75, model: Model = CHOICES[0], width: Size = 512,
+            height: Size = 512, steps: Steps = 20, guidance_scale: Guidance = 7.0,
+            scheduler: Sampler = "dpmpp_2m_karras", seed: Seed = -1,
+            num_images: Count = 1) -> Generated:
+    return _run(ctx, "img2img", dict(
+        prompt=prompt, negative_prompt=negative_prompt, strength=strength, model=model,
+        width=width, height=height, steps=steps, guidance_scale=guidance_scale,
+        scheduler=scheduler, seed=seed, num_images=num_images), images=image)
+
+
+@job(description="Stable Diffusion: repaint the white part of a mask guided by a prompt.",
+     batch=(*BATCH, "strength"), batch_max=8, model_param="model")
+def inpaint(ctx: Context, image: Image, mask: Mask, prompt: Prompt = "",
+            negative_prompt: Negative = "", strength: Strength = 1.0, model: Model = CHOICES[0],
+            width: Size = 512, height: Size = 512, steps: Steps = 20,
+            guidance_scale: Guidance = 7.0, scheduler: Sampler = "dpmpp_2m_karras",
+            seed: Seed = -1, num_images: Count = 1) -> Generated:
+    return _run(ctx, "inpaint", dict(
+        prompt=prompt, negative_prompt=negative_prompt, strength=strength, model=model,
+        width=width, height=height, steps=steps, guidance_scale=guidance_scale,
+        scheduler=scheduler, seed=seed, num_images=num_images), images=image, masks=mask)

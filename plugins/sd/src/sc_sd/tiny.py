@@ -1,0 +1,89 @@
+"""A tiny SD 1.x pipeline with random weights, built from configs, for tests and benchmarks.
+
+Nothing is downloaded: the CLIP tokenizer gets a byte-level vocabulary written here (every
+byte is a token, no merges), and the UNet, VAE and text encoder are small random models of
+the SD 1.x architecture. `make_tiny` writes it in the two layouts users bring:
+- `<name>/`: a diffusers folder (`from_pretrained`);
+- `<name>.safetensors` in the original single-file layout, with `<name>.config/` beside it
+  holding only the configs and tokenizer that `from_single_file` needs (no weights).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from safetensors.torch import save_file
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from sc_sd.ldm import to_ldm
+
+SPECIAL_TOKENS = ["<|startoftext|>", "<|endoftext|>"]
+
+
+def byte_symbols() -> list[str]:
+    """One visible character per byte, as byte-level BPE spells text: printable Latin-1
+    bytes stand for themselves, the others take the code points from 256 up."""
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)}
+    symbols, shifted = [], 0
+    for b in range(256):
+        if b in printable:
+            symbols.append(chr(b))
+        else:
+            symbols.append(chr(256 + shifted))
+            shifted += 1
+    return symbols
+
+
+def make_tokenizer(folder: Path) -> CLIPTokenizer:
+    symbols = byte_symbols()
+    vocab = {tok: i for i, tok in enumerate([*symbols, *(s + "</w>" for s in symbols),
+                                             *SPECIAL_TOKENS])}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
+                         model_max_length=77)
+
+
+def make_pipeline(seed: int = 0) -> StableDiffusionPipeline:
+    """The tiny pipeline in memory: random weights drawn from `seed`."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+        attention_head_dim=4, norm_num_groups=16)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        block_out_channels=(16, 16, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=8, sample_size=64)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = make_tokenizer(Path(tmp))
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id))
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              num_train_timesteps=1000, steps_offset=1, skip_prk_steps=True,
+                              set_alpha_to_one=False)
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                   unet=unet, scheduler=scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+
+
+def make_tiny(dest: Path, name: str = "tiny-sd", seed: int = 0) -> dict[str, Path]:
+    """Write the tiny model as a diffusers folder and as a single file with its config folder."""
+    dest.mkdir(parents=True, exist_ok=True)
+    pipe = make_pipeline(seed)
+    folder, single, config = dest / name, dest / f"{name}.safetensors", dest / f"{name}.config"
+    pipe.save_pretrained(folder, safe_serialization=True)
+    pipe.save_pretrained(config, safe_serialization=True)
+    for weights in [*config.rglob("*.safetensors"), *config.rglob("*.bin")]:
+        weights.unlink()
+    save_file(to_ldm(pipe.unet, pipe.vae, pipe.text_encoder), single)
+    return {"folder": folder, "single_file": single, "config": config}

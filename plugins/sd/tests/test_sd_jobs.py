@@ -1,0 +1,228 @@
+"""SD jobs through a real server and CPU worker, on the tiny random model `make-tiny` writes.
+
+Nothing is downloaded: the hub is switched off (HF_HUB_OFFLINE=1) and HF_HOME is empty.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+from typer.testing import CliRunner
+
+from sc_sd.cli import app
+from stablecore.client import ApiError, Client
+from stablecore.testing import ServerProcess
+
+HUB_ID = "nobody-here/not-cached-sd-model"
+SMALL = {"width": 32, "height": 32, "steps": 4, "scheduler": "euler_a"}
+SLOW = {"model": "tiny-sd", "width": 256, "height": 256, "steps": 150}  # seconds, on CPU
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    result = CliRunner().invoke(app, ["make-tiny", str(folder)])
+    assert result.exit_code == 0, result.output
+    (folder / "broken.safetensors").write_bytes(b"\x00\x01 this is not a checkpoint" * 10)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    srv = ServerProcess(tmp_path_factory.mktemp("sd") / "data", sd_models_dir=models,
+                        sd_models=HUB_ID, sd_preview_every=2)
+    srv.env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path_factory.mktemp("hf_home")))
+    with srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: ServerProcess) -> Iterator[Client]:
+    with server.client() as c:
+        yield c
+
+
+def run_ok(client: Client, spec: str, params: dict, inputs: dict | None = None) -> dict:
+    job = client.run(spec, {"model": "tiny-sd", **SMALL, **params}, inputs)
+    assert job["state"] == "succeeded", job["error"]
+    return job
+
+
+def pixels(client: Client, job: dict, tmp_path: Path, name: str = "image") -> np.ndarray:
+    path = client.download(job["outputs"][name]["id"], tmp_path)
+    with PIL.Image.open(path) as im:
+        return np.asarray(im.convert("RGB")).astype(int)
+
+
+def info(client: Client, job: dict, tmp_path: Path) -> str:
+    return client.download(job["outputs"]["info"]["id"], tmp_path).read_text()
+
+
+def worker(client: Client) -> dict:
+    (w,) = client.workers()
+    return w
+
+
+def wait_for_step(client: Client, job_id: str, step: int) -> int:
+    """Follow the job's events until it reports `step` or more; return the step seen."""
+    for event in client.events(job_id):
+        if event["type"] == "job.progress" and event["data"]["step"] >= step:
+            return event["data"]["step"]
+        assert event["type"] in ("job.queued", "job.started", "job.progress", "job.log"), event
+    raise AssertionError(f"job {job_id} ended before step {step}")
+
+
+def test_schema_lists_the_models_folder_and_configured_ids(client: Client) -> None:
+    specs = {s["name"]: s for s in client.specs()}
+    assert {"sd.txt2img", "sd.img2img", "sd.inpaint"} <= set(specs)
+    model = specs["sd.txt2img"]["params"]["properties"]["model"]
+    assert model["enum"] == ["broken.safetensors", "tiny-sd", "tiny-sd.safetensors", HUB_ID]
+    assert specs["sd.inpaint"]["inputs"]["mask"]["kind"] == "mask"
+    assert specs["sd.img2img"]["outputs"]["image"]["kind"] == "image"
+    assert "strength" in specs["sd.img2img"]["batch"]
+
+
+def test_txt2img_writes_a1111_parameters(client: Client, tmp_path: Path) -> None:
+    job = run_ok(client, "sd.txt2img", {"prompt": "a red fox", "negative_prompt": "blurry",
+                                        "seed": 7, "guidance_scale": 6.5})
+    text = info(client, job, tmp_path)
+    assert text.splitlines() == [
+        "a red fox", "Negative prompt: blurry",
+        "Steps: 4, Sampler: Euler a, CFG scale: 6.5, Seed: 7, Size: 32x32, Model: tiny-sd, "
+        "Version: stable-core sd 0.1.0"]
+    png = client.download(job["outputs"]["image"]["id"], tmp_path)
+    with PIL.Image.open(png) as im:
+        assert im.size == (32, 32)
+        lines = im.info["parameters"].splitlines()
+    # what every A1111 reader needs; the rest of the line depends on the core's writer
+    assert lines[:2] == ["a red fox", "Negative prompt: blurry"]
+    assert "Steps: 4" in lines[2] and "Seed: 7" in lines[2]
+
+
+def test_progress_has_previews(client: Client) -> None:
+    job = client.submit("sd.txt2img", {"model": "tiny-sd", **SMALL, "steps": 6, "seed": 1})
+    events = []
+    result = client.wait(job["id"], events.append)
+    assert result["state"] == "succeeded", result["error"]
+    steps = [e["data"] for e in events if e["type"] == "job.progress"]
+    assert steps[-1]["step"] == steps[-1]["total"] == 6
+    assert any(s["preview"] for s in steps)
+
+
+def test_same_seed_same_image_and_random_seed_is_reported(client: Client,
+                                                          tmp_path: Path) -> None:
+    a = pixels(client, run_ok(client, "sd.txt2img", {"prompt": "x", "seed": 11}), tmp_path)
+    b = pixels(client, run_ok(client, "sd.txt2img", {"prompt": "x", "seed": 11}), tmp_path)
+    c = pixels(client, run_ok(client, "sd.txt2img", {"prompt": "x", "seed": 12}), tmp_path)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    job = run_ok(client, "sd.txt2img", {"prompt": "x", "seed": -1})
+    seed = int(re.search(r"Seed: (\d+)", info(client, job, tmp_path))[1])
+    again = run_ok(client, "sd.txt2img", {"prompt": "x", "seed": seed})
+    assert np.array_equal(pixels(client, job, tmp_path), pixels(client, again, tmp_path))
+
+
+def test_num_images_counts_seeds_up(client: Client, tmp_path: Path) -> None:
+    many = run_ok(client, "sd.txt2img", {"prompt": "y", "seed": 20, "num_images": 2})
+    assert set(many["outputs"]) == {"image", "image_2", "info"}
+    second = run_ok(client, "sd.txt2img", {"prompt": "y", "seed": 21})
+    assert np.array_equal(pixels(client, many, tmp_path, "image_2"),
+                          pixels(client, second, tmp_path))
+
+
+def test_single_file_loads_the_same_weights_as_the_folder(client: Client,
+                                                          tmp_path: Path) -> None:
+    params = {"prompt": "same weights", "seed": 3}
+    folder = run_ok(client, "sd.txt2img", params)
+    single = run_ok(client, "sd.txt2img", {**params, "model": "tiny-sd.safetensors"})
+    assert np.array_equal(pixels(client, folder, tmp_path), pixels(client, single, tmp_path))
+
+
+def test_img2img_and_inpaint(client: Client, tmp_path: Path) -> None:
+    source = tmp_path / "in.png"
+    PIL.Image.new("RGB", (48, 40), (200, 30, 30)).save(source)
+    mask = tmp_path / "mask.png"
+    m = PIL.Image.new("L", (48, 40), 0)
+    m.paste(255, (0, 0, 24, 40))
+    m.save(mask)
+    redo = run_ok(client, "sd.img2img", {"prompt": "p", "strength": 0.5, "seed": 1},
+                  {"image": source})
+    assert pixels(client, redo, tmp_path).shape == (32, 32, 3)
+    assert "Denoising strength: 0.5" in info(client, redo, tmp_path)
+    paint = run_ok(client, "sd.inpaint", {"prompt": "p", "seed": 1},
+                   {"image": source, "mask": mask})
+    assert pixels(client, paint, tmp_path).shape == (32, 32, 3)
+
+
+def test_second_job_loads_nothing(client: Client) -> None:
+    run_ok(client, "sd.txt2img", {"seed": 1})
+    before = worker(client)
+    run_ok(client, "sd.txt2img", {"seed": 2})
+    after = worker(client)
+    assert after["loads"] == before["loads"]
+    assert after["hits"] == before["hits"] + 1
+    assert "sd/tiny-sd" in {m["key"] for m in after["models"]}
+
+
+def test_batch_of_four_equals_each_alone(client: Client, tmp_path: Path) -> None:
+    # a long job holds the worker while four compatible jobs queue; cancelling it frees the
+    # worker, which then takes the four as one batch
+    blocker = client.submit("sd.txt2img", SLOW)
+    wait_for_step(client, blocker["id"], 1)
+    params = [{"model": "tiny-sd", **SMALL, "prompt": f"thing {i}", "seed": 100 + i}
+              for i in range(4)]
+    queued = [client.submit("sd.txt2img", p)["id"] for p in params]
+    client.cancel(blocker["id"])
+    batched = [client.wait(i) for i in queued]
+    for job in batched:
+        assert job["state"] == "succeeded", job["error"]
+        events = list(client.events(job["id"]))
+        assert [e["data"]["batch"] for e in events if e["type"] == "job.started"] == [4]
+    for job, p in zip(batched, params, strict=True):
+        alone = client.run("sd.txt2img", p)
+        together, single = pixels(client, job, tmp_path), pixels(client, alone, tmp_path)
+        # equal up to float rounding, which may differ with the batch size in CPU kernels
+        assert np.abs(together - single).max() <= 2
+        assert info(client, job, tmp_path) == info(client, alone, tmp_path)
+
+
+def test_cancel_stops_within_a_step(client: Client) -> None:
+    before = worker(client)
+    job = client.submit("sd.txt2img", SLOW)
+    wait_for_step(client, job["id"], 2)
+    client.cancel(job["id"])
+    events: list[dict] = []
+    result = client.wait(job["id"], events.append)
+    assert result["state"] == "cancelled"
+    last = max(e["data"]["step"] for e in events if e["type"] == "job.progress")
+    assert last < SLOW["steps"]
+    after = worker(client)
+    # the job stopped itself at a step: the worker was not killed and keeps its model
+    assert (after["pid"], after["restarts"]) == (before["pid"], before["restarts"])
+    assert "sd/tiny-sd" in {m["key"] for m in after["models"]}
+
+
+def test_offline_hub_id_fails_clearly(client: Client) -> None:
+    job = client.run("sd.txt2img", {**SMALL, "model": HUB_ID})
+    assert job["state"] == "failed"
+    assert HUB_ID in job["error"] and "HF_HUB_OFFLINE" in job["error"]
+
+
+def test_corrupt_file_fails_clearly(client: Client) -> None:
+    job = client.run("sd.txt2img", {**SMALL, "model": "broken.safetensors"})
+    assert job["state"] == "failed"
+    assert "broken.safetensors is not a valid safetensors file" in job["error"]
+
+
+def test_bad_params_are_refused_at_submit(client: Client) -> None:
+    with pytest.raises(ApiError) as e:
+        client.submit("sd.txt2img", {**SMALL, "width": 33})
+    assert e.value.field == "params.width"
+    with pytest.raises(ApiError) as e:
+        client.submit("sd.txt2img", {**SMALL, "model": "not-a-model"})
+    assert e.value.field == "params.model"
