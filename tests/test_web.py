@@ -1,0 +1,332 @@
+"""The web UI in Debian's Chromium (Playwright), against a real server with the test plugins.
+
+Screenshots go to a temporary folder; `STABLECORE_SCREENSHOTS=docs pytest tests/test_web.py`
+writes them to docs/ instead (they are the README's pictures).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from stablecore.client import Client
+from stablecore.testing import ServerProcess
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+WAIT_MS = 30_000  # generous upper bound for waits on a loaded CI machine; never a timing assert
+
+pytestmark = [
+    pytest.mark.skipif(not (ROOT / "web" / "dist" / "index.html").is_file(),
+                       reason="web UI not built: run `make web` (npm ci && npm run build in web/)"),
+    pytest.mark.skipif(not CHROMIUM.is_file(),
+                       reason="needs Debian's chromium (.ci/apt-packages.txt)"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    expect.set_options(timeout=WAIT_MS)
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield browser
+        browser.close()
+
+
+class Page:
+    """A fresh browser tab on the server, recording console errors and the WebSocket URLs."""
+
+    def __init__(self, browser, url: str) -> None:
+        self.url = url
+        self.context = browser.new_context(viewport={"width": 1440, "height": 900})
+        self.context.set_default_timeout(WAIT_MS)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.sockets: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+        self.page.on("websocket", lambda ws: self.sockets.append(ws.url))
+
+    def open(self) -> Page:
+        self.page.goto(self.url)
+        expect(self.page.locator(".linkstate")).to_have_attribute("data-state", "live")
+        return self
+
+    def pick(self, spec: str) -> None:
+        """Choose a job through the searchable picker, as a user would."""
+        self.page.click(".job-button")
+        self.page.fill(".picker input[type=search]", spec)
+        self.page.click(f'.picker [data-job="{spec}"]')
+        expect(self.page.locator(".job-button")).to_have_attribute("data-current", spec)
+
+    def submit(self) -> dict:
+        """Click Queue; return the job the server accepted."""
+        with self.page.expect_response(lambda r: r.url.endswith("/api/jobs")
+                                       and r.request.method == "POST") as answer:
+            self.page.click("button.primary[type=submit]")
+        assert answer.value.status == 201, answer.value.text()
+        return answer.value.json()
+
+    def job(self, job_id: str):
+        return self.page.locator(f'li.job[data-job-id="{job_id}"]')
+
+    def assert_clean(self, allow: tuple[str, ...] = ()) -> None:
+        errors = [e for e in self.errors if not any(a in e for a in allow)]
+        assert not errors, errors
+
+
+@pytest.fixture
+def ui(browser, stablecore_server: ServerProcess) -> Iterator[Page]:
+    page = Page(browser, stablecore_server.url)
+    yield page
+    page.context.close()
+
+
+def gradient_png(path: Path, size: int = 48) -> Path:
+    rgb = np.zeros((size, size, 3), np.uint8)
+    rgb[..., 0] = np.linspace(0, 255, size)[None, :]
+    rgb[..., 2] = np.linspace(255, 0, size)[:, None]
+    rgb[..., 1] = 90
+    PIL.Image.fromarray(rgb).save(path)
+    return path
+
+
+def test_drawer_renders_every_job(ui: Page, stablecore_client: Client) -> None:
+    ui.open()
+    specs = stablecore_client.specs()
+    assert {"testing.echo", "testing.invert", "testing.several"} <= {s["name"] for s in specs}
+    for spec in specs:
+        ui.pick(spec["name"])
+        fields = ui.page.locator(".fields [data-field]")
+        keys = {f"params.{p}" for p in spec["params"].get("properties", {})}
+        keys |= {f"inputs.{i}" for i in spec["inputs"]}
+        expect(fields).to_have_count(len(keys))
+        assert {fields.nth(i).get_attribute("data-field") for i in range(len(keys))} == keys
+    # the generated widgets follow the schema
+    ui.pick("testing.sleep")
+    expect(ui.page.locator('[data-field="params.seconds"] input[type=range]')).to_have_attribute(
+        "max", "60")
+    ui.pick("testing.crash")
+    expect(ui.page.locator("#f-how option")).to_have_text(["exit", "sigkill", "segv"])
+    expect(ui.page.locator("#f-how")).to_have_value("1")  # the default, "sigkill"
+    ui.pick("testing.several")
+    seed = ui.page.locator("#f-seed")
+    expect(seed).to_have_value("-1")
+    ui.page.click('[aria-label="Randomise seed"]')
+    assert int(seed.input_value()) >= 0
+    ui.assert_clean()
+
+
+def test_submit_shows_progress_and_result(ui: Page) -> None:
+    ui.open()
+    ui.pick("testing.sleep")
+    ui.page.fill("#f-seconds", "3")
+    ui.page.fill("#f-steps", "3")
+    job = ui.submit()
+    bar = ui.job(job["id"]).locator(".bar")
+    # progress arrives live from the event stream: a step in between, then the end
+    ui.page.wait_for_function(
+        """id => {
+             const bar = document.querySelector(`li.job[data-job-id="${id}"] .bar`);
+             const v = bar && Number(bar.getAttribute("aria-valuenow"));
+             return v > 0 && v < 100;
+           }""", arg=job["id"])
+    expect(bar).to_have_attribute("aria-valuenow", "100")
+    expect(ui.job(job["id"])).to_have_attribute("data-state", "succeeded")
+    # the result appears in the gallery, and the viewer shows it with its parameters
+    result = ui.page.locator(".gallery .card", has_text="testing.sleep").first
+    expect(result).to_contain_text("slept 3")
+    result.click()
+    expect(ui.page.locator("dialog.viewer .stage")).to_contain_text("slept 3")
+    expect(ui.page.locator("dialog.viewer dl.params")).to_contain_text("seconds")
+    ui.page.locator("dialog.viewer").get_by_role("button", name="Use these again").click()
+    expect(ui.page.locator("#f-seconds")).to_have_value("3")
+    ui.assert_clean()
+
+
+def test_image_job_thumbnail_in_queue_and_gallery(ui: Page, stablecore_client: Client) -> None:
+    ui.open()
+    ui.pick("testing.preview")
+    ui.page.fill("#f-steps", "4")
+    job = ui.submit()
+    expect(ui.job(job["id"])).to_have_attribute("data-state", "succeeded")
+    image = stablecore_client.wait(job["id"])["outputs"]["image"]["id"]
+    thumb = ui.job(job["id"]).locator(".thumb img")
+    expect(thumb).to_have_attribute("src", f"/api/artifacts/{image}")
+    expect(ui.page.locator(f'.gallery .card[data-artifact="{image}"] img')).to_have_js_property(
+        "naturalWidth", 64)
+    ui.assert_clean()
+
+
+def test_upload_image_as_input(ui: Page, stablecore_client: Client, tmp_path: Path) -> None:
+    source = gradient_png(tmp_path / "gradient.png")
+    ui.open()
+    ui.pick("testing.invert")
+    ui.page.set_input_files('[data-field="inputs.image"] input[type=file]', source)
+    expect(ui.page.locator('[data-field="inputs.image"] .dropzone img')).to_be_visible()
+    job = ui.submit()
+    expect(ui.job(job["id"])).to_have_attribute("data-state", "succeeded")
+    done = stablecore_client.wait(job["id"])
+    out = stablecore_client.download(done["outputs"]["image"]["id"], tmp_path / "out.png")
+    inverted = 255 - np.asarray(PIL.Image.open(source).convert("RGB"), dtype=np.int16)
+    assert np.array_equal(np.asarray(PIL.Image.open(out).convert("RGB")), inverted)
+    card = ui.page.locator(f'.gallery .card[data-artifact="{done["outputs"]["image"]["id"]}"]')
+    expect(card).to_be_visible()
+
+    # a file dropped on the optional mask input is uploaded too; "from gallery" picks an output
+    ui.page.evaluate(
+        """async () => {
+             const blob = await (await fetch(document.querySelector(".gallery img").src)).blob();
+             const data = new DataTransfer();
+             data.items.add(new File([blob], "dropped.png", {type: "image/png"}));
+             document.querySelector('[data-field="inputs.mask"] .dropzone')
+               .dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+           }""")
+    expect(ui.page.locator('[data-field="inputs.mask"] .caption')).to_have_text("dropped.png")
+    ui.page.click('[data-field="inputs.image"] .field-head button.link')
+    ui.page.locator("dialog .pick").first.click()
+    expect(ui.page.locator('[data-field="inputs.image"] .dropzone img')).to_be_visible()
+    job = ui.submit()
+    assert set(job["inputs"]) == {"image", "mask"}
+    expect(ui.job(job["id"])).to_have_attribute("data-state", "succeeded")
+    ui.assert_clean()
+
+
+def test_cancel_a_running_job(ui: Page) -> None:
+    ui.open()
+    ui.pick("testing.sleep")
+    ui.page.fill("#f-seconds", "60")
+    ui.page.fill("#f-steps", "600")
+    job = ui.submit()
+    item = ui.job(job["id"])
+    expect(item).to_have_attribute("data-state", "running")
+    item.get_by_role("button", name="Cancel").click()
+    expect(item).to_have_attribute("data-state", "cancelled")
+    ui.assert_clean()
+
+
+def test_reload_mid_job_continues(ui: Page) -> None:
+    ui.open()
+    ui.pick("testing.sleep")
+    ui.page.fill("#f-seconds", "4")
+    ui.page.fill("#f-steps", "8")
+    job = ui.submit()
+    expect(ui.job(job["id"])).to_have_attribute("data-state", "running")
+    ui.page.reload()
+    expect(ui.page.locator(".linkstate")).to_have_attribute("data-state", "live")
+    assert "since=" in ui.sockets[-1]  # the stream resumed from the last event seen
+    expect(ui.job(job["id"]).locator(".bar")).to_have_attribute("aria-valuenow", "100")
+    expect(ui.job(job["id"])).to_have_attribute("data-state", "succeeded")
+    expect(ui.page.locator(".gallery .card", has_text="testing.sleep").first).to_be_visible()
+    ui.assert_clean()
+
+
+def test_server_validation_error_on_the_field(ui: Page) -> None:
+    ui.open()
+    ui.pick("testing.echo")
+    ui.page.fill("#f-n", "50")  # the schema's maximum is 10; the server says so
+    with ui.page.expect_response(lambda r: r.url.endswith("/api/jobs")) as answer:
+        ui.page.click("button.primary[type=submit]")
+    assert answer.value.status == 422
+    field = ui.page.locator('[data-field="params.n"]')
+    expect(field).to_have_class(re.compile(r"\binvalid\b"))
+    expect(field.locator(".field-error")).to_contain_text("greater than the maximum of 10")
+    expect(ui.page.locator('[data-field="params.text"] .field-error')).to_be_empty()
+
+    ui.pick("testing.invert")  # a required input left empty
+    ui.page.click("button.primary[type=submit]")
+    expect(ui.page.locator('[data-field="inputs.image"] .field-error')).to_contain_text(
+        "required image input missing")
+    ui.assert_clean(allow=("status of 422",))
+
+
+def test_reconnects_after_the_server_restarts(browser, tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data").start()
+    page = Page(browser, server.url)
+    try:
+        page.open()
+        server.stop()
+        expect(page.page.locator(".linkstate")).to_have_attribute("data-state", "lost")
+        expect(page.page.locator(".banner")).to_contain_text("reconnecting")
+        server = ServerProcess(tmp_path / "data", port=server.port).start()
+        expect(page.page.locator(".linkstate")).to_have_attribute("data-state", "live")
+        expect(page.page.locator(".banner")).to_contain_text("Reconnected")
+        page.pick("testing.echo")
+        job = page.submit()
+        expect(page.job(job["id"])).to_have_attribute("data-state", "succeeded")
+    finally:
+        page.context.close()
+        server.stop()
+
+
+def test_access_token_entered_once(browser, tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "data", token="s3cret") as server:
+        page = Page(browser, server.url)
+        try:
+            page.page.goto(server.url)
+            page.page.fill("dialog.token input", "s3cret")
+            page.page.click("dialog.token button[type=submit]")
+            expect(page.page.locator(".linkstate")).to_have_attribute("data-state", "live")
+            page.pick("testing.preview")
+            job = page.submit()
+            expect(page.job(job["id"])).to_have_attribute("data-state", "succeeded")
+            thumb = page.job(job["id"]).locator(".thumb img")
+            expect(thumb).to_have_js_property("naturalWidth", 64)
+            page.assert_clean(allow=("status of 401",))
+        finally:
+            page.context.close()
+
+
+def test_screenshots_of_the_main_views(ui: Page, stablecore_client: Client,
+                                       tmp_path: Path) -> None:
+    """Every kind of result in the gallery, the viewer and a running job, as pictures."""
+    out = ROOT / "docs" if os.environ.get("STABLECORE_SCREENSHOTS") else tmp_path
+    session = stablecore_client.create_session("screenshots")
+    source = gradient_png(tmp_path / "gradient.png", 256)
+    for spec, params, inputs in [
+        ("testing.several", {"size": 96, "prompt": "a lighthouse at dusk", "seed": 7}, {}),
+        ("testing.invert", {}, {"image": source}),
+        ("testing.preview", {"steps": 4, "size": 128}, {}),
+        ("testing.echo", {"text": "a lighthouse at dusk, oil on canvas. ", "n": 3}, {}),
+    ]:
+        stablecore_client.run(spec, params, inputs=inputs, session=session["id"])
+    ui.page.goto(ui.url)
+    ui.page.evaluate("id => localStorage.setItem('stablecore.session', id)", session["id"])
+    ui.open()
+    ui.pick("testing.several")
+    ui.page.fill("#f-prompt", "a lighthouse at dusk, oil on canvas")
+    ui.pick("testing.sleep")
+    ui.page.fill("#f-seconds", "30")
+    ui.page.fill("#f-steps", "100")
+    job = ui.submit()
+    ui.page.wait_for_function(
+        """id => Number(document.querySelector(`li.job[data-job-id="${id}"] .bar`)
+                        ?.getAttribute("aria-valuenow")) >= 5""", arg=job["id"])
+    ui.pick("testing.several")  # switching jobs keeps what was typed
+    expect(ui.page.locator("#f-prompt")).to_have_value("a lighthouse at dusk, oil on canvas")
+    ui.page.mouse.move(0, 0)
+    expect(ui.page.locator(".gallery .card")).to_have_count(8)
+    ui.page.screenshot(path=out / "screenshot-ui.png")
+    ui.page.locator(".gallery .card[data-kind=image]", has_text="testing.invert").click()
+    expect(ui.page.locator("dialog.viewer .inputs img")).to_have_js_property("complete", True)
+    ui.page.screenshot(path=out / "screenshot-viewer.png")
+    ui.page.keyboard.press("Escape")
+    ui.page.locator(".gallery .card[data-kind=numbers]").first.click()
+    expect(ui.page.locator("dialog.viewer .plot")).to_be_visible()
+    ui.page.screenshot(path=out / "screenshot-numbers.png")
+    ui.page.keyboard.press("Escape")
+    ui.job(job["id"]).get_by_role("button", name="Cancel").click()
+    expect(ui.job(job["id"])).to_have_attribute("data-state", "cancelled")
+    assert (out / "screenshot-ui.png").stat().st_size > 10_000
+    ui.assert_clean()

@@ -1,0 +1,177 @@
+// What the views share: the API, the catalog, the known jobs and the current session.
+// Server events are folded into this state here; views listen for the topics they show.
+
+import { Api, FINISHED } from "./api";
+import type { Artifact, Job, JobState, OutputRef, Plugin, Progress, Session, Spec } from "./api";
+import type { ServerEvent } from "./events";
+
+export interface Topics {
+  job: Job;                 // a job was added or changed
+  outputs: Artifact[];      // a job of the current session produced these
+  session: string | null;   // the current session changed
+  sessions: Session[];      // the list of sessions changed
+  workers: void;            // something a worker shows may have changed
+  log: { job: string; line: string };
+}
+
+type Listener<T> = (value: T) => void;
+
+const SESSION_KEY = "stablecore.session";
+const MAX_LOG_LINES = 200;
+
+export class App {
+  readonly specs = new Map<string, Spec>();
+  readonly jobs = new Map<string, Job>();
+  readonly logs = new Map<string, string[]>();
+  sessions: Session[] = [];
+  plugins: Plugin[] = [];
+  private listeners = new Map<keyof Topics, Set<Listener<never>>>();
+  private pending = new Map<string, ServerEvent[]>();  // events for jobs being fetched
+
+  constructor(readonly api: Api) {}
+
+  on<K extends keyof Topics>(topic: K, listener: Listener<Topics[K]>): void {
+    if (!this.listeners.has(topic)) this.listeners.set(topic, new Set());
+    this.listeners.get(topic)!.add(listener as Listener<never>);
+  }
+
+  emit<K extends keyof Topics>(topic: K, value: Topics[K]): void {
+    for (const listener of this.listeners.get(topic) ?? []) {
+      (listener as Listener<Topics[K]>)(value);
+    }
+  }
+
+  get session(): string | null {
+    return localStorage.getItem(SESSION_KEY);
+  }
+
+  set session(id: string | null) {
+    if (id === this.session) return;
+    if (id) localStorage.setItem(SESSION_KEY, id);
+    else localStorage.removeItem(SESSION_KEY);
+    this.emit("session", id);
+  }
+
+  async loadCatalog(): Promise<void> {
+    const [specs, plugins] = await Promise.all([this.api.specs(), this.api.plugins()]);
+    this.plugins = plugins;
+    this.specs.clear();
+    for (const spec of specs) this.specs.set(spec.name, spec);
+  }
+
+  async loadSessions(): Promise<void> {
+    this.sessions = await this.api.sessions();
+    if (!this.sessions.some((s) => s.id === this.session)) {
+      this.session = this.sessions.at(-1)?.id ?? null;
+    }
+    this.emit("sessions", this.sessions);
+  }
+
+  async loadJobs(): Promise<void> {
+    const { jobs } = await this.api.jobs({ limit: 100 });
+    for (const job of jobs.reverse()) this.putJob(job, false);
+  }
+
+  /** Add or refresh a job from the API; `announce` its outputs if it just finished. */
+  putJob(job: Job, announce = true): void {
+    const old = this.jobs.get(job.id);
+    if (old && FINISHED.has(old.state) && !FINISHED.has(job.state)) return;
+    const next = { ...old, ...job };
+    this.jobs.set(job.id, next);
+    this.emit("job", next);
+    if (announce && next.state === "succeeded" && old?.state !== "succeeded") this.announce(next);
+  }
+
+  private announce(job: Job): void {
+    if (job.session_id === this.session && job.outputs) this.emit("outputs", outputsOf(job));
+  }
+
+  /** Fold one server event into the state. */
+  apply(event: ServerEvent): void {
+    const { type, job_id: jobId, data } = event;
+    if (type.startsWith("worker.")) this.emit("workers", undefined);
+    if (type === "session.created") void this.loadSessions();
+    if (!jobId || !type.startsWith("job.")) return;
+    if (type === "job.log") {
+      const lines = this.logs.get(jobId) ?? [];
+      const line = `${String(data.level ?? "info")}: ${String(data.msg ?? "")}`;
+      lines.push(line);
+      this.logs.set(jobId, lines.slice(-MAX_LOG_LINES));
+      this.emit("log", { job: jobId, line });
+      return;
+    }
+    const pending = this.pending.get(jobId);
+    if (pending) {
+      pending.push(event);
+      return;
+    }
+    const job = this.jobs.get(jobId);
+    if (!job) {
+      void this.fetchJob(jobId, event);
+      return;
+    }
+    if (FINISHED.has(job.state)) return;  // a replayed event about a job we know is done
+    this.update(job, event);
+  }
+
+  private async fetchJob(id: string, first: ServerEvent): Promise<void> {
+    const buffered = [first];
+    this.pending.set(id, buffered);
+    try {
+      this.putJob(await this.api.job(id));
+    } catch {
+      return;  // gone or not ours: nothing to show
+    } finally {
+      this.pending.delete(id);
+    }
+    for (const event of buffered) {
+      const job = this.jobs.get(id)!;
+      if (!FINISHED.has(job.state)) this.update(job, event);
+    }
+  }
+
+  private update(job: Job, event: ServerEvent): void {
+    const { type, data, ts } = event;
+    const next: Job = { ...job };
+    switch (type) {
+      case "job.queued":
+        next.state = "queued";
+        delete next.progress;
+        break;
+      case "job.started":
+        Object.assign(next, { state: "running", started: ts, worker: data.worker ?? null });
+        break;
+      case "job.progress": {
+        const progress = data as unknown as Progress;
+        next.progress = { ...progress, preview: progress.preview ?? job.progress?.preview ?? null };
+        break;
+      }
+      case "job.updated":
+        if (typeof data.priority === "number") next.priority = data.priority;
+        break;
+      case "job.succeeded":
+      case "job.failed":
+      case "job.cancelled":
+        next.state = type.slice(4) as JobState;
+        next.finished = ts;
+        next.error = (data.error as string | undefined) ?? next.error;
+        if (data.outputs) next.outputs = data.outputs as Record<string, OutputRef>;
+        break;
+      default:
+        return;
+    }
+    this.jobs.set(job.id, next);
+    this.emit("job", next);
+    if (type === "job.started" || FINISHED.has(next.state)) this.emit("workers", undefined);
+    if (type === "job.succeeded") this.announce(next);
+  }
+}
+
+/** The output refs of a finished job, as artifacts (enough to show them). */
+export function outputsOf(job: Job): Artifact[] {
+  return Object.values(job.outputs ?? {}).map((ref) => ({
+    id: ref.id, kind: ref.kind, mime: ref.mime, size: 0, path: ref.path,
+    name: (ref.path ?? ref.id).split("/").pop()!, session_id: job.session_id, job_id: job.id,
+    created: job.finished ?? Date.now() / 1000, meta: {},
+  }));
+}
