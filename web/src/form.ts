@@ -46,6 +46,7 @@ export function resolve(schema: Schema, defs: Record<string, Schema> = {}):
     }
   }
   if (!s.enum && s.anyOf?.every((o) => "const" in o)) s.enum = s.anyOf.map((o) => o.const);
+  if (!s.enum && "const" in s) s.enum = [s.const];
   return { schema: s, nullable };
 }
 
@@ -100,6 +101,8 @@ function editorFor(name: string, schema: Schema, nullable: boolean): Editor {
   if (type === "boolean") return toggle(name);
   if (type === "integer" || type === "number") return numeric(name, schema, type, nullable);
   if (type === "string") return text(name, schema, nullable);
+  const items = schema.items && resolve(schema.items).schema;
+  if (type === "array" && items?.enum) return choices(name, items.enum);
   return json(name, nullable);
 }
 
@@ -114,6 +117,20 @@ function choice(name: string, options: unknown[], nullable: boolean): Editor {
       const i = all.findIndex((o) => o === v);
       if (i >= 0) select.value = String(i);
     },
+  };
+}
+
+/** Several of a fixed set (an array of enum items): one checkbox each. */
+function choices(name: string, options: unknown[]): Editor {
+  const boxes = options.map((o) => h("input", { type: "checkbox", value: String(o) }));
+  return {
+    kind: "choices",
+    el: h("div", { class: "choices", id: `f-${name}`, role: "group" },
+      boxes.map((box, i) => h("label", { class: "chip" }, box, String(options[i])))),
+    value: () => options.filter((_, i) => boxes[i].checked),
+    set: (v) => boxes.forEach((box, i) => {
+      box.checked = Array.isArray(v) && v.includes(options[i]);
+    }),
   };
 }
 
@@ -134,7 +151,7 @@ function numeric(name: string, schema: Schema, type: string, nullable: boolean):
   const input = h("input", { id: `f-${name}`, name, type: "number", step, min, max,
                              placeholder: nullable ? "none" : "" });
   const parts: HTMLElement[] = [];
-  if (min !== undefined && max !== undefined && max > min) {
+  if (min !== undefined && max !== undefined && max > min && max - min <= 10_000) {
     const slider = h("input", {
       type: "range", min, max, tabIndex: -1, "aria-label": `${name} slider`,
       step: schema.multipleOf

@@ -59,7 +59,7 @@ export function mediaField(app: App, name: string, spec: InputSpec): MediaField 
         const art = await app.api.upload(file, file.name || "pasted");
         if (!accepts(spec.kind, art.kind)) {
           show(null);
-          field.error(`${name} needs ${spec.kind === "image" ? "an" : "a"} ${spec.kind}; `
+          field.error(`${name} needs ${article(spec.kind)} ${spec.kind}; `
                       + `${file.name || "that file"} is ${art.kind}`);
           return;
         }
@@ -81,7 +81,7 @@ export function mediaField(app: App, name: string, spec: InputSpec): MediaField 
       fill(zone, renderArtifact(app.api, art), h("div", { class: "caption" }, art.name));
     } else {
       fill(zone, h("div", { class: "placeholder" },
-        h("strong", null, "Drop, paste or click"), ` to add ${spec.kind === "image" ? "an" : "a"} `,
+        h("strong", null, "Drop, paste or click"), ` to add ${article(spec.kind)} `,
         spec.kind));
     }
   }
@@ -122,4 +122,8 @@ export function mediaField(app: App, name: string, spec: InputSpec): MediaField 
   });
   show(null);
   return field;
+}
+
+function article(word: string): string {
+  return /^[aeiou]/i.test(word) ? "an" : "a";
 }
