@@ -200,6 +200,15 @@ def test_upload_image_as_input(ui: Page, stablecore_client: Client, tmp_path: Pa
     job = ui.submit()
     assert set(job["inputs"]) == {"image", "mask"}
     expect(ui.job(job["id"])).to_have_attribute("data-state", "succeeded")
+
+    # "send to" from the viewer puts a result into the first input that takes it
+    newest = stablecore_client.wait(job["id"])["outputs"]["image"]["id"]
+    ui.pick("testing.echo")
+    ui.page.locator(f'.gallery .card[data-artifact="{newest}"]').click()
+    ui.page.locator("dialog.viewer select").select_option("testing.invert")
+    expect(ui.page.locator(".job-button")).to_have_attribute("data-current", "testing.invert")
+    expect(ui.page.locator('[data-field="inputs.image"] .dropzone img')).to_have_attribute(
+        "data-artifact", newest)
     ui.assert_clean()
 
 
@@ -213,6 +222,30 @@ def test_cancel_a_running_job(ui: Page) -> None:
     expect(item).to_have_attribute("data-state", "running")
     item.get_by_role("button", name="Cancel").click()
     expect(item).to_have_attribute("data-state", "cancelled")
+    ui.assert_clean()
+
+
+def test_queue_reorder_and_retry(ui: Page, stablecore_client: Client) -> None:
+    ui.open()
+    blocker = stablecore_client.submit("testing.sleep", {"seconds": 60, "steps": 600})
+    first = stablecore_client.submit("testing.echo", {"text": "first"})
+    second = stablecore_client.submit("testing.echo", {"text": "second"})
+    expect(ui.job(blocker["id"])).to_have_attribute("data-state", "running")
+    ids = ui.page.locator("li.job[data-state=queued]")
+    expect(ids).to_have_count(2)
+    assert ids.nth(0).get_attribute("data-job-id") == first["id"]
+    ui.job(second["id"]).get_by_role("button", name="Raise priority").click()
+    expect(ids.nth(0)).to_have_attribute("data-job-id", second["id"])
+    assert stablecore_client.job(second["id"])["priority"] == 1
+    ui.job(first["id"]).get_by_role("button", name="Cancel").click()
+    expect(ui.job(first["id"])).to_have_attribute("data-state", "cancelled")
+    ui.job(blocker["id"]).get_by_role("button", name="Cancel").click()
+    expect(ui.job(second["id"])).to_have_attribute("data-state", "succeeded")
+    with ui.page.expect_response(lambda r: r.url.endswith("/retry")) as answer:
+        ui.job(first["id"]).get_by_role("button", name="Retry").click()
+    retried = answer.value.json()
+    assert retried["params"] == first["params"]
+    expect(ui.job(retried["id"])).to_have_attribute("data-state", "succeeded")
     ui.assert_clean()
 
 

@@ -144,9 +144,7 @@ export class Drawer {
   /** "Send to": open a job with this artifact in its first input that takes it. */
   sendTo(name: string, art: Artifact): void {
     this.select(name);
-    const target = this.media.find((f) => f.empty() && f.accepts(art.kind))
-      ?? this.media.find((f) => f.accepts(art.kind));
-    target?.setArtifact(art);
+    this.media.find((f) => f.accepts(art.kind))?.setArtifact(art);
     this.saveDraft();
   }
 

@@ -19,6 +19,7 @@ export interface MediaField extends Field {
 export function mediaField(app: App, name: string, spec: InputSpec): MediaField {
   const key = `inputs.${name}`;
   let current: Artifact | null = null;
+  let ticket = 0;  // a newer choice wins over a slower, older one
   const errorEl = h("div", { class: "field-error", role: "alert" });
   const picker = h("input", { type: "file", accept: MEDIA_ACCEPT[spec.kind] ?? "", hidden: true,
                               "aria-label": `Upload ${name}` });
@@ -45,7 +46,9 @@ export function mediaField(app: App, name: string, spec: InputSpec): MediaField 
     setArtifact: (art) => show(art),
     set: (v) => {
       if (typeof v !== "string") return show(null);
-      app.api.artifact(v).then(show, () => show(null));
+      const mine = ++ticket;
+      app.api.artifact(v).then((art) => mine === ticket && show(art),
+                               () => mine === ticket && show(null));
     },
     error(message) {
       el.classList.toggle("invalid", !!message);
@@ -53,6 +56,7 @@ export function mediaField(app: App, name: string, spec: InputSpec): MediaField 
       if (message) el.scrollIntoView({ block: "nearest" });
     },
     async upload(file) {
+      ++ticket;
       field.error(null);
       fill(zone, h("div", { class: "placeholder" }, `uploading ${file.name}…`));
       try {
@@ -72,6 +76,7 @@ export function mediaField(app: App, name: string, spec: InputSpec): MediaField 
   };
 
   function show(art: Artifact | null): void {
+    ++ticket;
     current = art;
     clear.hidden = art === null;
     el.dispatchEvent(new Event("change", { bubbles: true }));  // the drawer keeps a draft

@@ -21,6 +21,7 @@ export class Queue {
     this.el = h("section", { class: "queue panel", "aria-label": "Queue" },
       h("div", { class: "panel-title" }, "Queue", this.counts), this.list);
     app.on("job", (job) => this.schedule(job.id));
+    app.on("log", ({ job }) => this.schedule(job));
     this.render();
   }
 
@@ -80,6 +81,10 @@ export class Queue {
     bar.querySelector<HTMLElement>(".fill")!.style.width = `${pct}%`;
     item.querySelector(".pct")!.textContent = progress && !done
       ? `${progress.step}/${progress.total} · ${pct}%` : job.state === "succeeded" ? "100%" : "";
+    const log = done ? null : this.app.logs.get(job.id)?.at(-1);
+    const logEl = item.querySelector<HTMLElement>(".job-log")!;
+    logEl.textContent = log ?? "";
+    logEl.title = log ?? "";
     const img = item.querySelector<HTMLImageElement>(".thumb img");
     const src = thumbId ? this.app.api.artifactUrl(thumbId) : null;
     if (img && src && img.getAttribute("src") !== src) img.src = src;
@@ -122,7 +127,8 @@ export class Queue {
           done ? act("↻", "Retry", () => api.retry(job.id).then(put)) : null,
           act("⇲", "Use these again", () => this.onUseAgain(job)))),
         job.error && job.state !== "cancelled"
-          ? h("div", { class: "job-error", title: job.error }, job.error) : null));
+          ? h("div", { class: "job-error", title: job.error }, job.error) : null,
+        h("div", { class: "job-log" })));
   }
 
   private flash(item: HTMLElement, error: unknown): void {
