@@ -55,7 +55,7 @@ def test_run_parses_values_and_reports_failures(stablecore_server: ServerProcess
 
 def test_jobs_list_show_cancel(stablecore_server: ServerProcess) -> None:
     with stablecore_server.client() as c:
-        job = c.submit("testing.sleep", {"seconds": 5, "steps": 50})
+        job = c.submit("testing.sleep", {"seconds": 60, "steps": 600})
     listed = cli(stablecore_server, "jobs", "list", "--limit", "100")
     assert job["id"] in listed.stdout
     assert '"spec": "testing.sleep"' in cli(stablecore_server, "jobs", "show", job["id"]).stdout

@@ -1,9 +1,10 @@
 from stablecore.engine.scheduler import WorkerView, plan
-from stablecore.store import Job, JobState
+from stablecore.store import QueuedJob
 
 
-def job(i: int, spec: str = "p.a", model: str | None = None, batch: str | None = None) -> Job:
-    return Job(f"j{i}", spec, {}, {}, "s", JobState.QUEUED, model_key=model, batch_key=batch)
+def job(i: int, spec: str = "p.a", model: str | None = None, batch: str | None = None,
+        ) -> QueuedJob:
+    return QueuedJob(f"j{i}", spec, model_key=model, batch_key=batch)
 
 
 def names(assignments) -> list[tuple[str, list[str]]]:

@@ -27,7 +27,7 @@ def test_claim_is_all_or_nothing(store: Store) -> None:
     a, b = make_job(store), make_job(store)
     store.finish(b.id, JobState.CANCELLED)
     with pytest.raises(Conflict, match="no longer queued"):
-        store.claim([a, b], "w0")
+        store.claim([a.id, b.id], "w0")
     assert store.get_job(a.id).state == JobState.QUEUED  # rolled back
 
 
@@ -35,7 +35,7 @@ def test_illegal_moves_raise(store: Store) -> None:
     job = make_job(store)
     with pytest.raises(Conflict, match="cannot become succeeded"):
         store.finish(job.id, JobState.SUCCEEDED)  # queued -> succeeded skips running
-    store.claim([job], "w0")
+    store.claim([job.id], "w0")
     store.finish(job.id, JobState.SUCCEEDED, outputs={"x": {"id": "a_1"}})
     with pytest.raises(Conflict):
         store.finish(job.id, JobState.FAILED)
@@ -56,7 +56,7 @@ def test_events_are_published_only_after_commit(tmp_path: Path) -> None:
 def test_recover_requeues_then_gives_up(store: Store) -> None:
     job = make_job(store)
     for _ in range(2):
-        store.claim([store.get_job(job.id)], "w0")
+        store.claim([job.id], "w0")
         assert [j.id for j in store.recover(max_attempts=2)] == [job.id]
         assert store.get_job(job.id).state in (JobState.QUEUED, JobState.FAILED)
     final = store.get_job(job.id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
@@ -67,7 +68,7 @@ def serve(
     console.print(f"stable-core on [bold]http://{settings.host}:{settings.port}[/bold] "
                   f"(data: {settings.data_dir.resolve()})")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="warning", ws_max_size=16 * 2**20)
+                log_level="warning", ws_max_size=16 * 2**20, ws_per_message_deflate=False)
 
 
 @app.command("config")
@@ -181,12 +182,21 @@ def jobs_cancel(job_id: str, url: UrlOpt = None, token: TokenOpt = None) -> None
 
 
 def main() -> None:
-    """Entry point: the core commands plus those plugins add (entry points `stablecore.cli`)."""
+    """Entry point: the core commands plus those plugins add (entry points `stablecore.cli`).
+
+    A plugin's commands are imported only when invoked, so a plugin that imports torch does
+    not slow down every other command; `--help` lists them by name.
+    """
+    words = [a for a in sys.argv[1:] if not a.startswith("-")]
     for ep in entry_points(group="stablecore.cli"):
+        if words[:1] != [ep.name]:
+            app.add_typer(typer.Typer(), name=ep.name,
+                          help=f"Commands of the {ep.name!r} plugin.")
+            continue
         try:
             app.add_typer(ep.load(), name=ep.name)
         except Exception as e:  # a broken plugin must not break the CLI
-            err.print(f"[yellow]warning:[/yellow] plugin commands {ep.name!r} not loaded: {e}")
+            raise fail(f"plugin commands {ep.name!r} failed to load: {e}") from None
     app()
 
 

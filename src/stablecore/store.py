@@ -119,6 +119,16 @@ class Job:
 
 
 @dataclass
+class QueuedJob:
+    """A queued job as the scheduler sees it."""
+
+    id: str
+    spec: str
+    model_key: str | None = None
+    batch_key: str | None = None
+
+
+@dataclass
 class Artifact:
     id: str
     sha256: str
@@ -321,26 +331,29 @@ class Store:
                                [*args, limit, offset])
         return [Job.from_row(r) for r in rows], total
 
-    def queued(self, limit: int) -> list[Job]:
-        """The head of the queue: priority first, then age."""
-        rows = self.db.execute("SELECT * FROM jobs WHERE state = 'queued' "
-                               "ORDER BY priority DESC, seq LIMIT ?", (limit,))
-        return [Job.from_row(r) for r in rows]
+    def queued(self, limit: int) -> list[QueuedJob]:
+        """The head of the queue, priority first, then age: just what the scheduler needs."""
+        rows = self.db.execute("SELECT id, spec, model_key, batch_key FROM jobs WHERE state = "
+                               "'queued' ORDER BY priority DESC, seq LIMIT ?", (limit,))
+        return [QueuedJob(*r) for r in rows]
 
-    def claim(self, jobs: list[Job], worker: str) -> None:
-        """queued -> running for all of `jobs`, or for none of them."""
+    def claim(self, ids: list[str], worker: str) -> list[Job]:
+        """queued -> running for all of `ids`, or for none of them."""
         now = time.time()
         with self.transaction() as db:
-            for job in jobs:
+            jobs = []
+            for job_id in ids:
                 cur = db.execute(
                     "UPDATE jobs SET state = 'running', worker = ?, started = ?,"
                     " attempts = attempts + 1 WHERE id = ? AND state = 'queued'",
-                    (worker, now, job.id))
+                    (worker, now, job_id))
                 if cur.rowcount != 1:
-                    raise Conflict(f"job {job.id} is no longer queued", job_id=job.id)
-                job.state, job.worker, job.started = JobState.RUNNING, worker, now
+                    raise Conflict(f"job {job_id} is no longer queued", job_id=job_id)
+                job = self.get_job(job_id)
+                jobs.append(job)
                 self.emit("job.started", job.id, job.session_id, worker=worker,
-                          batch=len(jobs))
+                          batch=len(ids))
+        return jobs
 
     def finish(self, job_id: str, state: JobState, outputs: dict[str, Any] | None = None,
                error: str | None = None) -> Job:

@@ -91,6 +91,7 @@ class Worker:
         self.log_handler = JobLogHandler(channel)
         self.log.addHandler(self.log_handler)
         self.jobs_done = 0
+        self.process = psutil.Process()
 
     def hello(self) -> None:
         self.specs, plugins = discover()
@@ -100,16 +101,16 @@ class Worker:
 
     def serve(self) -> None:
         while True:
-            self.run(self.inbox.runs.get())
-            self.channel.send(self.status())
+            outcomes = self.run(self.inbox.runs.get())
+            self.channel.send(*outcomes, self.status())  # one write: one wake-up of the server
 
     def status(self) -> dict[str, Any]:
         return {"t": "idle", "cache": self.cache.describe(), "loads": self.cache.loads,
                 "hits": self.cache.hits, "jobs_done": self.jobs_done,
-                "rss_mb": psutil.Process().memory_info().rss / 2**20}
+                "rss_mb": self.process.memory_info().rss / 2**20}
 
-    def run(self, msg: dict[str, Any]) -> None:
-        """Run one job, or a batch of jobs of one spec, and report each one's outcome."""
+    def run(self, msg: dict[str, Any]) -> list[dict[str, Any]]:
+        """Run one job, or a batch of jobs of one spec; return each one's outcome message."""
         jobs = msg["jobs"]
         ids = [j["id"] for j in jobs]
         spec = self.specs[jobs[0]["spec"]]
@@ -128,21 +129,21 @@ class Worker:
             else:
                 args = calls[0]
                 results = [spec.fn(ctx, **args) if spec.takes_ctx else spec.fn(**args)]
-            # 3. write outputs and report
+            # 3. write outputs
+            outcomes = []
             for job, result in zip(jobs, results, strict=True):
                 if job["id"] in self.inbox.cancelled:
-                    self.channel.send({"t": "cancelled", "id": job["id"]})
-                    continue
-                outputs = self._write_outputs(spec, job, result)
-                self.channel.send({"t": "done", "id": job["id"], "outputs": outputs})
+                    outcomes.append({"t": "cancelled", "id": job["id"]})
+                else:
+                    outputs = self._write_outputs(spec, job, result)
+                    outcomes.append({"t": "done", "id": job["id"], "outputs": outputs})
+            return outcomes
         except JobCancelled:
-            for i in ids:
-                self.channel.send({"t": "cancelled", "id": i})
+            return [{"t": "cancelled", "id": i} for i in ids]
         except BaseException as e:
             error = describe_error(e)
             traceback.print_exc()
-            for i in ids:
-                self.channel.send({"t": "failed", "id": i, "error": error})
+            return [{"t": "failed", "id": i, "error": error} for i in ids]
         finally:
             self.jobs_done += len(ids)
             self.inbox.cancelled.difference_update(ids)

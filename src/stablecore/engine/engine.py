@@ -19,7 +19,7 @@ from stablecore.engine.catalog import Catalog
 from stablecore.engine.local import WorkerProcess, detect_devices, exit_cause
 from stablecore.engine.scheduler import WorkerView, plan
 from stablecore.errors import Conflict, InvalidParams, NotFound, StableCoreError
-from stablecore.store import Job, JobState, Store, new_id
+from stablecore.store import Job, JobState, QueuedJob, Store, new_id
 
 TICK_S = 0.1
 PROGRESS_EVENT_EVERY_S = 0.05
@@ -46,6 +46,7 @@ class Engine:
         self.workers: dict[str, WorkerProcess] = {}
         self.running: dict[str, Running] = {}
         self.progress: dict[str, dict[str, Any]] = {}
+        self.batch_max: dict[str, int] = {}
         self._last_progress_event: dict[str, float] = {}
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
@@ -146,14 +147,12 @@ class Engine:
         queue = self.store.queued(QUEUE_LOOKAHEAD + self.settings.batch_max)
         if not queue:
             return
-        views = {w.name: WorkerView(w.name, w.specs, w.models) for w in idle}
-        batch_max = {name: min(s.get("batch_max") or self.settings.batch_max,
-                               self.settings.batch_max) for name, s in self.catalog.specs.items()}
-        for view, jobs in plan(queue, list(views.values()), batch_max):
+        views = [WorkerView(w.name, w.specs, w.models) for w in idle]
+        for view, jobs in plan(queue, views, self.batch_max):
             self._run(self.workers[view.name], jobs)
 
-    def _run(self, worker: WorkerProcess, jobs: list[Job]) -> None:
-        self.store.claim(jobs, worker.name)
+    def _run(self, worker: WorkerProcess, queued: list[QueuedJob]) -> None:
+        jobs = self.store.claim([q.id for q in queued], worker.name)
         now = time.monotonic()
         payload = []
         for job in jobs:
@@ -172,6 +171,9 @@ class Engine:
         kind = msg["t"]
         if kind == "hello":
             self.catalog.update(msg["specs"], msg["plugins"])
+            top = self.settings.batch_max
+            self.batch_max = {name: min(s.get("batch_max") or top, top)
+                              for name, s in self.catalog.specs.items()}
             worker.specs = {s["name"] for s in msg["specs"]}
             worker.python = msg["python"]
             with self.store.transaction():
@@ -223,10 +225,11 @@ class Engine:
         self.progress.pop(job_id, None)
         self._last_progress_event.pop(job_id, None)
         if msg["t"] == "done":
-            job = self.store.get_job(job_id)
+            job = self.store.get_job(job_id) if msg["outputs"] else None
             with self.store.transaction():
                 outputs = {}
                 for name, out in msg["outputs"].items():
+                    assert job is not None
                     art = self.store.add_artifact(
                         Path(out["path"]), out["sha256"], out["kind"], out["mime"], out["ext"],
                         f"{job.spec}.{out['ext']}", job.session_id, job_id, out["meta"],

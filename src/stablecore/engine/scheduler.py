@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from stablecore.store import Job
+from stablecore.store import QueuedJob
 
 
 @dataclass
@@ -20,8 +20,8 @@ class WorkerView:
     models: set[str] = field(default_factory=set)
 
 
-def plan(queue: Sequence[Job], idle: Sequence[WorkerView], batch_max: dict[str, int],
-         ) -> list[tuple[WorkerView, list[Job]]]:
+def plan(queue: Sequence[QueuedJob], idle: Sequence[WorkerView], batch_max: dict[str, int],
+         ) -> list[tuple[WorkerView, list[QueuedJob]]]:
     """Assign the head of `queue` (already in priority/age order) to `idle` workers.
 
     A job goes to an idle worker that holds its model; failing that, to the idle worker whose
@@ -31,7 +31,7 @@ def plan(queue: Sequence[Job], idle: Sequence[WorkerView], batch_max: dict[str, 
     free = list(idle)
     taken: set[str] = set()
     wanted = {j.model_key for j in queue if j.model_key}
-    out: list[tuple[WorkerView, list[Job]]] = []
+    out: list[tuple[WorkerView, list[QueuedJob]]] = []
     for job in queue:
         if not free:
             break
