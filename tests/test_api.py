@@ -127,6 +127,11 @@ def test_several_outputs_of_every_kind(client: Client, tmp_path: Path) -> None:
     assert image.text["parameters"].startswith("a red fox\nSize: 16, Seed: 3")
     numbers = json.loads(client.download(outs["numbers"]["id"], tmp_path / "n.json").read_text())
     assert numbers == {"columns": ["a", "b"], "rate": 24.0, "values": [[0, 1], [2, 3], [4, 5]]}
+    randomised = client.run("testing.several", {"size": 16, "seed": -1})
+    used = randomised["params"]["seed"]
+    assert used >= 0
+    image = PIL.Image.open(client.download(randomised["outputs"]["image"]["id"], tmp_path / "r.png"))
+    assert f"Seed: {used}" in image.text["parameters"]
     again = client.run("testing.several", {"size": 16, "prompt": "a red fox", "seed": 3})
     assert again["outputs"]["image"]["id"] != outs["image"]["id"]
     info = client.get(f"/api/artifacts/{again['outputs']['image']['id']}/info")

@@ -79,6 +79,7 @@ class Context:
         self._cache = cache
         self._report = report
         self._is_cancelled = is_cancelled
+        self.resolved: dict[int, dict[str, Any]] = {}  # batch index -> params decided in the job
 
     @property
     def cancelled(self) -> bool:
@@ -94,9 +95,15 @@ class Context:
         """The value cached under `key` in this worker, loading it on first use."""
         return self._cache.get(f"{self.plugin}/{key}", loader, size_mb)
 
-    def seed(self, seed: int | None = -1) -> int:
-        """A concrete seed: `seed` itself, or a random one for -1/None (report it to the user)."""
-        return secrets.randbelow(2**32) if seed is None or seed < 0 else int(seed)
+    def seed(self, seed: int | None = -1, index: int = 0) -> int:
+        """A concrete seed: `seed` itself, or a random one for -1/None.
 
-    def rng(self, seed: int | None = -1) -> np.random.Generator:
-        return np.random.default_rng(self.seed(seed))
+        The used seed replaces -1 in the job's recorded params and in its PNG parameters, so
+        a result can be made again. In a batch, pass the item's `index`.
+        """
+        used = secrets.randbelow(2**32) if seed is None or seed < 0 else int(seed)
+        self.resolved.setdefault(index, {})["seed"] = used
+        return used
+
+    def rng(self, seed: int | None = -1, index: int = 0) -> np.random.Generator:
+        return np.random.default_rng(self.seed(seed, index))

@@ -356,11 +356,16 @@ class Store:
         return jobs
 
     def finish(self, job_id: str, state: JobState, outputs: dict[str, Any] | None = None,
-               error: str | None = None) -> Job:
-        """Move a job to a final state (or back to queued) with its outputs or error."""
+               error: str | None = None, params: dict[str, Any] | None = None) -> Job:
+        """Move a job to a final state (or back to queued) with its outputs or error.
+
+        `params` replaces the recorded params when the job decided some (a random seed)."""
         with self.transaction() as db:
             job = self.get_job(job_id)
             check_move(job_id, job.state, state)
+            if params is not None and params != job.params:
+                db.execute("UPDATE jobs SET params = ? WHERE id = ?", (json.dumps(params), job_id))
+                job.params = params
             now = time.time() if state.finished else None
             db.execute("UPDATE jobs SET state = ?, outputs = ?, error = ?, finished = ?,"
                        " worker = CASE WHEN ? THEN worker END WHERE id = ?",

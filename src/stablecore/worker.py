@@ -131,12 +131,14 @@ class Worker:
                 results = [spec.fn(ctx, **args) if spec.takes_ctx else spec.fn(**args)]
             # 3. write outputs
             outcomes = []
-            for job, result in zip(jobs, results, strict=True):
+            for index, (job, result) in enumerate(zip(jobs, results, strict=True)):
                 if job["id"] in self.inbox.cancelled:
                     outcomes.append({"t": "cancelled", "id": job["id"]})
-                else:
-                    outputs = self._write_outputs(spec, job, result)
-                    outcomes.append({"t": "done", "id": job["id"], "outputs": outputs})
+                    continue
+                params = {**job["params"], **ctx.resolved.get(index, {})}
+                outputs = self._write_outputs(spec, job["id"], params, result)
+                outcomes.append({"t": "done", "id": job["id"], "outputs": outputs,
+                                 "params": params})
             return outcomes
         except JobCancelled:
             return [{"t": "cancelled", "id": i} for i in ids]
@@ -180,7 +182,8 @@ class Worker:
                 "sha256": sha256_file(path), "meta": {"width": small.width,
                                                        "height": small.height}}
 
-    def _write_outputs(self, spec: JobSpec, job: dict[str, Any], result: Any) -> dict:
+    def _write_outputs(self, spec: JobSpec, job_id: str, params: dict[str, Any],
+                       result: Any) -> dict:
         if spec.single_output:
             values = {next(iter(spec.outputs)): result}
         else:
@@ -189,9 +192,8 @@ class Worker:
         for name, value in values.items():
             if value is None:
                 continue
-            dest = self.tmpdir / f"{job['id']}_{name}"
-            outputs[name] = write_output(spec.outputs[name], value, dest, spec.full_name,
-                                         job["params"])
+            dest = self.tmpdir / f"{job_id}_{name}"
+            outputs[name] = write_output(spec.outputs[name], value, dest, spec.full_name, params)
         return outputs
 
 

@@ -236,7 +236,8 @@ class Engine:
                         label=job.spec)
                     outputs[name] = {"id": art.id, "kind": art.kind, "mime": art.mime,
                                      "path": art.path}
-                self.store.finish(job_id, JobState.SUCCEEDED, outputs=outputs)
+                self.store.finish(job_id, JobState.SUCCEEDED, outputs=outputs,
+                                  params=msg.get("params"))
             worker.failures = 0
         elif msg["t"] == "cancelled":
             self.store.finish(job_id, JobState.CANCELLED, error="cancelled by request")

@@ -54,8 +54,9 @@ class SessionRequest(BaseModel):
 @router.get("/health")
 async def health(request: Request) -> dict[str, Any]:
     engine = engine_of(request)
+    store = store_of(request)
     return {"ok": True, "version": __version__, "ready": engine.ready.is_set(),
-            "jobs": store_of(request).counts()}
+            "jobs": store.counts(), "last_seq": store.last_seq()}
 
 
 @router.get("/specs")

@@ -36,9 +36,11 @@ def sleep(ctx: Context, seconds: float = Field(1.0, ge=0, le=60),
 
 
 @job(description="Report progress with a preview image at each step.")
-def preview(ctx: Context, steps: int = Field(3, ge=1, le=20), size: int = 64) -> Image:
+def preview(ctx: Context, steps: int = Field(3, ge=1, le=20), size: int = 64,
+            delay: float = Field(0, ge=0, le=10, description="seconds per step")) -> Image:
     image = PIL.Image.new("RGB", (size, size))
     for i in range(steps):
+        time.sleep(delay)
         image = PIL.Image.new("RGB", (size, size), (i * 40 % 256, 100, 200))
         ctx.progress(i + 1, steps, preview=image)
     return image
