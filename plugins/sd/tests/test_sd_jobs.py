@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+from sc_sd.cli import app
 from typer.testing import CliRunner
 
-from sc_sd.cli import app
 from stablecore.client import ApiError, Client
 from stablecore.testing import ServerProcess
 
@@ -123,6 +123,7 @@ def test_same_seed_same_image_and_random_seed_is_reported(client: Client,
     assert not np.array_equal(a, c)
     job = run_ok(client, "sd.txt2img", {"prompt": "x", "seed": -1})
     seed = int(re.search(r"Seed: (\d+)", info(client, job, tmp_path))[1])
+    assert client.job(job["id"])["params"]["seed"] == seed  # the core keeps the used seed
     again = run_ok(client, "sd.txt2img", {"prompt": "x", "seed": seed})
     assert np.array_equal(pixels(client, job, tmp_path), pixels(client, again, tmp_path))
 

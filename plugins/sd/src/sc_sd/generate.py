@@ -56,7 +56,7 @@ def run(ctx: Context, mode: str, params: dict[str, list[Any]],
     size = (first["width"], first["height"])
     items = []
     for j, job in enumerate(jobs):
-        seed = ctx.seed(job["seed"])
+        seed = ctx.seed(job["seed"], index=j)  # the core records it in the job's params
         image = images[j].convert("RGB").resize(size, PIL.Image.LANCZOS) if images else None
         mask = masks[j].convert("L").resize(size, PIL.Image.LANCZOS) if masks else None
         items += [Item(j, seed + k, job["prompt"], job["negative_prompt"], image, mask)

@@ -1,0 +1,53 @@
+"""The SD plugin's light parts, without a model: settings, model sources, parameters text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sc_sd.infotext import infotext
+from sc_sd.options import Options
+from sc_sd.sources import DEFAULT_HUB_MODEL, choices, resolve, scan
+
+
+def test_options_from_env() -> None:
+    o = Options.from_env({"STABLECORE_SD_MODELS_DIR": "/m", "STABLECORE_SD_MODELS": "a/b, /x.ckpt",
+                          "STABLECORE_SD_VAE_TILING": "1", "STABLECORE_SD_MAX_BATCH": "4"})
+    assert (o.models_dir, o.extra_models) == (Path("/m"), ("a/b", "/x.ckpt"))
+    assert o.vae_tiling and not o.attention_slicing and o.max_batch == 4
+    with pytest.raises(ValueError, match="STABLECORE_SD_OFFLOAD='gpu'"):
+        Options.from_env({"STABLECORE_SD_OFFLOAD": "gpu"})
+    with pytest.raises(ValueError, match="STABLECORE_SD_PREVIEW_EVERY='often'"):
+        Options.from_env({"STABLECORE_SD_PREVIEW_EVERY": "often"})
+
+
+def test_scan_and_resolve(tmp_path: Path) -> None:
+    (tmp_path / "pipe").mkdir()
+    (tmp_path / "pipe" / "model_index.json").write_text("{}")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "one.safetensors").write_bytes(b"")
+    (tmp_path / "sub" / "one.config").mkdir()
+    (tmp_path / "sub" / "one.config" / "model_index.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("")
+    assert scan(tmp_path) == ["pipe", "sub/one.safetensors"]
+    options = Options(models_dir=tmp_path, extra_models=("org/model",))
+    assert choices(options) == ["pipe", "sub/one.safetensors", "org/model"]
+    assert choices(Options()) == [DEFAULT_HUB_MODEL]
+    assert resolve("pipe", options).kind == "folder"
+    one = resolve("sub/one.safetensors", options)
+    assert (one.kind, one.config) == ("file", tmp_path / "sub" / "one.config")
+    assert resolve("org/model", options).kind == "hub"
+    with pytest.raises(ValueError, match="unknown model 'nothing'"):
+        resolve("nothing", options)
+    with pytest.raises(ValueError, match="no such file"):
+        resolve(str(tmp_path / "gone.ckpt"), options)
+
+
+def test_infotext_quotes_like_a1111() -> None:
+    text = infotext(prompt="a, b", negative_prompt="", steps=20, sampler="dpmpp_2m_karras",
+                    guidance_scale=7.0, seed=5, width=512, height=768, model="my, model",
+                    strength=0.6, version="1.0")
+    assert text.splitlines() == [
+        "a, b",
+        'Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 5, Size: 512x768, '
+        'Model: "my, model", Denoising strength: 0.6, Version: stable-core sd 1.0']
