@@ -5,8 +5,9 @@ from pydantic import Field
 from stablecore.context import Context
 from stablecore.errors import JobCancelled
 from stablecore.media import Audio, Image, Mask, Numbers, Text, Video
+from stablecore.models import ModelFile
 from stablecore.spec import job
 
 __version__ = "0.1.0"
-__all__ = ["Audio", "Context", "Field", "Image", "JobCancelled", "Mask", "Numbers", "Text",
-           "Video", "__version__", "job"]
+__all__ = ["Audio", "Context", "Field", "Image", "JobCancelled", "Mask", "ModelFile", "Numbers",
+           "Text", "Video", "__version__", "job"]

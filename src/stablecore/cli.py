@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from stablecore.cli_models import models_app
 from stablecore.client import ApiError, Client
 from stablecore.config import Settings, load_settings
 from stablecore.errors import ConfigError
@@ -22,6 +23,7 @@ app = typer.Typer(help="stable-core: a server for AI art and media synthesis.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 jobs_app = typer.Typer(help="List, show and cancel jobs.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(models_app, name="models")
 console = Console()
 err = Console(stderr=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from stablecore.errors import JobCancelled
+from stablecore.models import ModelFile, models_cache, require
 
 
 @dataclass
@@ -94,6 +96,10 @@ class Context:
     def cache(self, key: str, loader: Callable[[], Any], size_mb: float | None = None) -> Any:
         """The value cached under `key` in this worker, loading it on first use."""
         return self._cache.get(f"{self.plugin}/{key}", loader, size_mb)
+
+    def model_path(self, file: ModelFile) -> Path:
+        """Where a declared model file is cached; an error says how to pull it if it is not."""
+        return require(file, models_cache(os.environ), self.plugin)
 
     def seed(self, seed: int | None = -1, index: int = 0) -> int:
         """A concrete seed: `seed` itself, or a random one for -1/None.

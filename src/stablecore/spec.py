@@ -24,6 +24,7 @@ from pydantic.fields import FieldInfo
 from stablecore.context import Context
 from stablecore.errors import PluginError
 from stablecore.media import media_kind
+from stablecore.models import declared
 
 ENTRY_POINT_GROUP = "stablecore.plugins"
 SPEC_ATTR = "__stablecore_job__"
@@ -202,6 +203,7 @@ class PluginInfo:
     version: str
     jobs: list[str] = field(default_factory=list)
     error: str | None = None
+    models: list[dict[str, Any]] = field(default_factory=list)  # its MODEL_FILES, as dicts
 
 
 def discover(eps: list[EntryPoint] | None = None) -> tuple[dict[str, JobSpec], list[PluginInfo]]:
@@ -215,7 +217,9 @@ def discover(eps: list[EntryPoint] | None = None) -> tuple[dict[str, JobSpec], l
         info = PluginInfo(ep.name, ep.value, version)
         plugins.append(info)
         try:
-            for spec in specs_in_module(ep.load(), ep.name, version):
+            module = ep.load()
+            info.models = [m.to_dict() for m in declared(module, ep.name)]
+            for spec in specs_in_module(module, ep.name, version):
                 specs[spec.full_name] = spec
                 info.jobs.append(spec.full_name)
         except PluginError as e:
