@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from stablecore.cli_models import models_app
+from stablecore.cli_plugin import plugin_app
 from stablecore.client import ApiError, Client
 from stablecore.config import Settings, load_settings
 from stablecore.errors import ConfigError
@@ -23,6 +24,7 @@ app = typer.Typer(help="stable-core: a server for AI art and media synthesis.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 jobs_app = typer.Typer(help="List, show and cancel jobs.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(plugin_app, name="plugin")
 app.add_typer(models_app, name="models")
 console = Console()
 err = Console(stderr=True)

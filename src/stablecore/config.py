@@ -45,6 +45,17 @@ class Settings(BaseModel):
     batch_max: int = Field(8, ge=1, description="most jobs run together as one batch")
     max_attempts: int = Field(3, ge=1, description="runs of a job interrupted by a server crash")
     event_retention_s: float = Field(86400, gt=0, description="how long events are kept")
+    plugins_dir: Path | None = Field(None, description="plugin manager home "
+                                     "(default data_dir/plugins)")
+    plugin_indexes: list[str] = Field(default_factory=list,
+                                      description="plugin index files (JSON URLs or paths)")
+    plugin_index_github: bool = Field(True, description="search GitHub for plugins when online")
+    uv_args: list[str] = Field(default_factory=list,
+                               description="extra `uv pip` arguments, e.g. --offline")
+
+    @property
+    def plugins_home(self) -> Path:
+        return self.plugins_dir or self.data_dir / "plugins"
 
     def check_safe(self) -> None:
         """Raise if the settings would expose the server without credentials."""

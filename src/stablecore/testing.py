@@ -32,7 +32,7 @@ class ServerProcess:
     """`python -m stablecore serve` on 127.0.0.1; settings go in as STABLECORE_* variables."""
 
     def __init__(self, data_dir: Path, workers: str = "cpu", port: int | None = None,
-                 **settings: object) -> None:
+                 python: str = sys.executable, **settings: object) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -41,10 +41,11 @@ class ServerProcess:
                     "STABLECORE_HOST": "127.0.0.1"}
         self.env.update({f"STABLECORE_{k.upper()}": str(v) for k, v in settings.items()})
         self.token = settings.get("token")
+        self.python = python
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
-        self.proc = subprocess.Popen([sys.executable, "-m", "stablecore", "serve"], env=self.env,
+        self.proc = subprocess.Popen([self.python, "-m", "stablecore", "serve"], env=self.env,
                                      cwd=self.data_dir.parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -17,6 +17,7 @@ import resource
 import sys
 import threading
 import traceback
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -27,7 +28,7 @@ from pydantic import ValidationError
 from stablecore.context import Context, ModelCache
 from stablecore.errors import JobCancelled
 from stablecore.media import read_input, sha256_file, write_output
-from stablecore.spec import JobSpec, discover
+from stablecore.spec import ENTRY_POINT_GROUP, JobSpec, discover
 
 PREVIEW_SIZE = 256
 
@@ -80,7 +81,7 @@ class JobLogHandler(logging.Handler):
 
 class Worker:
     def __init__(self, name: str, device: str, tmpdir: Path, cache_mb: float,
-                 channel: Channel, inbox: Inbox) -> None:
+                 channel: Channel, inbox: Inbox, only: set[str] | None = None) -> None:
         self.name, self.device, self.tmpdir = name, device, tmpdir
         self.channel, self.inbox = channel, inbox
         self.cache = ModelCache(cache_mb)
@@ -91,10 +92,14 @@ class Worker:
         self.log_handler = JobLogHandler(channel)
         self.log.addHandler(self.log_handler)
         self.jobs_done = 0
+        self.only = only
         self.process = psutil.Process()
 
     def hello(self) -> None:
-        self.specs, plugins = discover()
+        eps = None
+        if self.only:
+            eps = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name in self.only]
+        self.specs, plugins = discover(eps)
         self.channel.send({"t": "hello", "pid": os.getpid(), "python": sys.executable,
                            "specs": [s.schema() for s in self.specs.values()],
                            "plugins": [p.__dict__ for p in plugins]})
@@ -211,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tmp", type=Path, required=True)
     ap.add_argument("--cache-mb", type=float, default=8192)
     ap.add_argument("--memory-limit-mb", type=float, default=0)
+    ap.add_argument("--plugins", default="", help="comma list: load only these plugins")
     args = ap.parse_args(argv)
 
     # The protocol keeps the real stdout; anything a plugin prints goes to stderr.
@@ -221,8 +227,9 @@ def main(argv: list[str] | None = None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     args.tmp.mkdir(parents=True, exist_ok=True)
     channel = Channel(out)
+    only = {p for p in args.plugins.split(",") if p}
     worker = Worker(args.name, args.device, args.tmp, args.cache_mb, channel,
-                    Inbox(sys.stdin.buffer))
+                    Inbox(sys.stdin.buffer), only)
     worker.hello()
     channel.send(worker.status())
     worker.serve()

@@ -31,20 +31,36 @@ class CheckedJob:
 
 @dataclass
 class Catalog:
+    """The union of what every worker reported; a worker's new report replaces its old one."""
+
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
     plugins: list[dict[str, Any]] = field(default_factory=list)
     validators: dict[str, jsonschema.protocols.Validator] = field(default_factory=dict)
+    reports: dict[str, tuple[list[dict], list[dict]]] = field(default_factory=dict)
 
-    def update(self, specs: list[dict[str, Any]], plugins: list[dict[str, Any]]) -> None:
-        for schema in specs:
-            name = schema["name"]
-            if self.specs.get(name) != schema:
-                self.specs[name] = schema
+    def update(self, worker: str, specs: list[dict[str, Any]],
+               plugins: list[dict[str, Any]]) -> None:
+        self.reports[worker] = (specs, plugins)
+        merged: dict[str, dict[str, Any]] = {}
+        known: dict[str, dict[str, Any]] = {}
+        for worker_specs, worker_plugins in self.reports.values():
+            merged.update({s["name"]: s for s in worker_specs})
+            # a plugin that loads in some worker is not "broken" because another lacks it
+            for p in worker_plugins:
+                if p["name"] not in known or known[p["name"]]["error"]:
+                    known[p["name"]] = p
+        for name, schema in merged.items():
+            if self.specs.get(name) != schema or name not in self.validators:
                 cls = jsonschema.validators.validator_for(schema["params"])
                 self.validators[name] = cls(schema["params"])
-        known = {p["name"]: p for p in self.plugins}
-        known.update({p["name"]: p for p in plugins})
+        self.specs = merged
         self.plugins = sorted(known.values(), key=lambda p: p["name"])
+
+    def forget(self, worker: str) -> None:
+        """A worker that is gone for good (its plugin removed) no longer contributes."""
+        if self.reports.pop(worker, None) is not None and self.reports:
+            name = next(iter(self.reports))
+            self.update(name, *self.reports[name])
 
     def get(self, name: str) -> dict[str, Any]:
         if name not in self.specs:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from stablecore.engine.catalog import Catalog
 from stablecore.engine.local import WorkerProcess, detect_devices, exit_cause
 from stablecore.engine.scheduler import WorkerView, plan
 from stablecore.errors import Conflict, InvalidParams, NotFound, StableCoreError
+from stablecore.manager import Manager
 from stablecore.store import Job, JobState, QueuedJob, Store, new_id
 
 TICK_S = 0.1
@@ -47,6 +49,7 @@ class Engine:
         self.running: dict[str, Running] = {}
         self.progress: dict[str, dict[str, Any]] = {}
         self.batch_max: dict[str, int] = {}
+        self.devices: list[str] = []
         self._last_progress_event: dict[str, float] = {}
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
@@ -54,16 +57,52 @@ class Engine:
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         self.store.recover(self.settings.max_attempts)
-        devices = self.settings.workers or detect_devices()
-        args = ["--cache-mb", str(self.settings.cache_budget_mb),
-                "--memory-limit-mb", str(self.settings.worker_memory_limit_mb)]
-        for i, device in enumerate(devices):
-            name = f"w{i}"
-            tmp = self.settings.data_dir / "tmp" / name
-            self.workers[name] = WorkerProcess(name, device, tmp, args)
+        self.devices = self.settings.workers or detect_devices()
+        for i, device in enumerate(self.devices):
+            self.workers[f"w{i}"] = self._worker(f"w{i}", device)
+        self.workers.update(self._isolated_workers())
         for w in self.workers.values():
             await w.start(self._on_message, self._on_exit)
-        self._spawn(self._ticker())
+        self.spawn(self._ticker())
+
+    def _worker(self, name: str, device: str, python: str | None = None,
+                plugin: str | None = None) -> WorkerProcess:
+        args = ["--cache-mb", str(self.settings.cache_budget_mb),
+                "--memory-limit-mb", str(self.settings.worker_memory_limit_mb)]
+        if plugin:
+            args += ["--plugins", plugin]
+        tmp = self.settings.data_dir / "tmp" / name
+        return WorkerProcess(name, device, tmp, args, python=python or sys.executable)
+
+    def _isolated_workers(self) -> dict[str, WorkerProcess]:
+        """One worker per plugin installed `--isolated`, with its own env's interpreter."""
+        out = {}
+        for entry in Manager(self.settings.plugins_home).entries().values():
+            if entry.env != "base":
+                python = str(Path(entry.env) / "bin" / "python")
+                out[f"w-{entry.name}"] = self._worker(f"w-{entry.name}", self.devices[0],
+                                                      python, entry.name)
+        return out
+
+    async def reload(self) -> None:
+        """Pick up installed, updated or removed plugins: workers restart once idle."""
+        wanted = self._isolated_workers()
+        for name, worker in list(self.workers.items()):
+            if name.startswith("w-") and name not in wanted:
+                await worker.stop()
+                del self.workers[name]
+                self.catalog.forget(name)
+        for name, worker in wanted.items():
+            if name not in self.workers:
+                self.workers[name] = worker
+                await worker.start(self._on_message, self._on_exit)
+            else:
+                self.workers[name].reload_pending = True
+        for name, worker in self.workers.items():
+            if not name.startswith("w-"):
+                worker.reload_pending = True
+            if worker.reload_pending and worker.state == "idle":
+                self.spawn(self._recycle(worker))
 
     async def stop(self) -> None:
         """Stop workers; jobs they were running go back to the queue for the next start."""
@@ -76,7 +115,7 @@ class Engine:
                 self.store.finish(job_id, JobState.QUEUED)
         self.running.clear()
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -170,7 +209,7 @@ class Engine:
     def _on_message(self, worker: WorkerProcess, msg: dict[str, Any]) -> None:
         kind = msg["t"]
         if kind == "hello":
-            self.catalog.update(msg["specs"], msg["plugins"])
+            self.catalog.update(worker.name, msg["specs"], msg["plugins"])
             top = self.settings.batch_max
             self.batch_max = {name: min(s.get("batch_max") or top, top)
                               for name, s in self.catalog.specs.items()}
@@ -184,8 +223,8 @@ class Engine:
             worker.cache = msg["cache"]
             worker.stats = {k: msg[k] for k in ("loads", "hits", "jobs_done", "rss_mb")}
             worker.state, worker.jobs = "idle", []
-            if self._should_recycle(worker):
-                self._spawn(self._recycle(worker))
+            if worker.reload_pending or self._should_recycle(worker):
+                self.spawn(self._recycle(worker))
             else:
                 self.dispatch()
         elif kind == "progress":
@@ -266,7 +305,7 @@ class Engine:
             return
         worker.failures += 1
         worker.restarts += 1
-        self._spawn(self._restart(worker, min(30.0, 0.25 * 2 ** (worker.failures - 1))))
+        self.spawn(self._restart(worker, min(30.0, 0.25 * 2 ** (worker.failures - 1))))
 
     async def _restart(self, worker: WorkerProcess, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -279,6 +318,7 @@ class Engine:
                     or (s.worker_max_rss_mb and worker.stats["rss_mb"] > s.worker_max_rss_mb))
 
     async def _recycle(self, worker: WorkerProcess) -> None:
+        worker.reload_pending = False
         await worker.stop()
         worker.restarts += 1
         if not self._stopping:

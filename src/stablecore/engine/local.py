@@ -66,6 +66,7 @@ class WorkerProcess:
     cache: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     restarts: int = 0
+    reload_pending: bool = False
     failures: int = 0  # consecutive deaths, for the restart backoff
     started_at: float = 0.0
     proc: asyncio.subprocess.Process | None = None

@@ -17,6 +17,7 @@ from stablecore.errors import StableCoreError
 from stablecore.server.auth import TokenAuth
 from stablecore.server.events import EventHub
 from stablecore.server.model_routes import router as model_router
+from stablecore.server.plugin_routes import router as plugin_router
 from stablecore.server.routes import router
 from stablecore.store import Store
 
@@ -43,6 +44,7 @@ def create_app(settings: Settings, web_dist: Path = WEB_DIST) -> FastAPI:
             store.close()
 
     app = FastAPI(title="stable-core", version=__version__, lifespan=lifespan)
+    app.include_router(plugin_router)
     app.include_router(router)
     app.include_router(model_router)
 
