@@ -26,8 +26,9 @@ SLOW = {"model": "tiny-sd", "width": 256, "height": 256, "steps": 150}  # second
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("models")
-    result = CliRunner().invoke(app, ["make-tiny", str(folder)])
-    assert result.exit_code == 0, result.output
+    for args in ([], ["--xl", "--name", "tiny-sdxl"]):
+        result = CliRunner().invoke(app, ["make-tiny", str(folder), *args])
+        assert result.exit_code == 0, result.output
     (folder / "broken.safetensors").write_bytes(b"\x00\x01 this is not a checkpoint" * 10)
     return folder
 
@@ -81,7 +82,8 @@ def test_schema_lists_the_models_folder_and_configured_ids(client: Client) -> No
     specs = {s["name"]: s for s in client.specs()}
     assert {"sd.txt2img", "sd.img2img", "sd.inpaint"} <= set(specs)
     model = specs["sd.txt2img"]["params"]["properties"]["model"]
-    assert model["enum"] == ["broken.safetensors", "tiny-sd", "tiny-sd.safetensors", HUB_ID]
+    assert model["enum"] == ["broken.safetensors", "tiny-sd", "tiny-sd.safetensors", "tiny-sdxl",
+                             HUB_ID]
     assert specs["sd.inpaint"]["inputs"]["mask"]["kind"] == "mask"
     assert specs["sd.img2img"]["outputs"]["image"]["kind"] == "image"
     assert "strength" in specs["sd.img2img"]["batch"]
@@ -158,6 +160,19 @@ def test_img2img_and_inpaint(client: Client, tmp_path: Path) -> None:
     paint = run_ok(client, "sd.inpaint", {"prompt": "p", "seed": 1},
                    {"image": source, "mask": mask})
     assert pixels(client, paint, tmp_path).shape == (32, 32, 3)
+
+
+def test_sdxl_runs_every_mode(client: Client, tmp_path: Path) -> None:
+    source = tmp_path / "in.png"
+    PIL.Image.new("RGB", (32, 32), (20, 90, 200)).save(source)
+    mask = tmp_path / "mask.png"
+    PIL.Image.new("L", (32, 32), 255).save(mask)
+    params = {"model": "tiny-sdxl", "prompt": "p", "seed": 5}
+    for spec, inputs in (("sd.txt2img", None), ("sd.img2img", {"image": source}),
+                         ("sd.inpaint", {"image": source, "mask": mask})):
+        job = run_ok(client, spec, params, inputs)
+        assert pixels(client, job, tmp_path).shape == (32, 32, 3)
+        assert "Model: tiny-sdxl" in info(client, job, tmp_path)
 
 
 def test_second_job_loads_nothing(client: Client) -> None:

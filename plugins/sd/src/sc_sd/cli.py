@@ -19,12 +19,13 @@ def make_tiny(
     dest: Annotated[Path, typer.Argument(help="folder to write the model into")],
     name: Annotated[str, typer.Option(help="model name")] = "tiny-sd",
     seed: Annotated[int, typer.Option(help="seed of the random weights")] = 0,
+    xl: Annotated[bool, typer.Option("--xl", help="SDXL (a diffusers folder only)")] = False,
 ) -> None:
     """Write a tiny SD 1.x model with random weights: a diffusers folder, and a single
     .safetensors file with its config folder. For tests and benchmarks: it draws noise."""
     from sc_sd.tiny import make_tiny as build  # torch loads only for this command
 
-    for kind, path in build(dest, name, seed).items():
+    for kind, path in build(dest, name, seed, xl).items():
         typer.echo(f"{kind}: {path}")
 
 

@@ -1,8 +1,8 @@
-"""A tiny SD 1.x pipeline with random weights, built from configs, for tests and benchmarks.
+"""Tiny SD 1.x and SDXL pipelines with random weights, built from configs, for tests.
 
 Nothing is downloaded: the CLIP tokenizer gets a byte-level vocabulary written here (every
 byte is a token, no merges), and the UNet, VAE and text encoder are small random models of
-the SD 1.x architecture. `make_tiny` writes it in the two layouts users bring:
+the SD 1.x (or SDXL) architecture. `make_tiny` writes SD 1.x in the two layouts users bring:
 - `<name>/`: a diffusers folder (`from_pretrained`);
 - `<name>.safetensors` in the original single-file layout, with `<name>.config/` beside it
   holding only the configs and tokenizer that `from_single_file` needs (no weights).
@@ -15,9 +15,16 @@ import tempfile
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
 from safetensors.torch import save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from sc_sd.ldm import to_ldm
 
@@ -49,38 +56,73 @@ def make_tokenizer(folder: Path) -> CLIPTokenizer:
                          model_max_length=77)
 
 
+def _vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        block_out_channels=(16, 16, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=8, sample_size=64)
+
+
+def _text_config(tokenizer: CLIPTokenizer) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id)
+
+
 def make_pipeline(seed: int = 0) -> StableDiffusionPipeline:
-    """The tiny pipeline in memory: random weights drawn from `seed`."""
+    """The tiny SD 1.x pipeline in memory: random weights drawn from `seed`."""
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
         block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
         attention_head_dim=4, norm_num_groups=16)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-        block_out_channels=(16, 16, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=8, sample_size=64)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = make_tokenizer(Path(tmp))
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id))
     scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               num_train_timesteps=1000, steps_offset=1, skip_prk_steps=True,
                               set_alpha_to_one=False)
-    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                   unet=unet, scheduler=scheduler, safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    return StableDiffusionPipeline(vae=_vae(), text_encoder=CLIPTextModel(_text_config(tokenizer)),
+                                   tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
 
 
-def make_tiny(dest: Path, name: str = "tiny-sd", seed: int = 0) -> dict[str, Path]:
-    """Write the tiny model as a diffusers folder and as a single file with its config folder."""
+def make_xl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
+    """The tiny SDXL pipeline: two text encoders, size and crop conditioning."""
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = make_tokenizer(Path(tmp))
+    text = _text_config(tokenizer)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2), cross_attention_dim=2 * text.hidden_size,
+        # six size/crop numbers of 8 features each, and the pooled second text embedding
+        projection_class_embeddings_input_dim=6 * 8 + text.projection_dim, norm_num_groups=16)
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
+                                       beta_schedule="scaled_linear", steps_offset=1,
+                                       timestep_spacing="leading")
+    return StableDiffusionXLPipeline(
+        vae=_vae(), text_encoder=CLIPTextModel(text), text_encoder_2=CLIPTextModelWithProjection(
+            text), tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler)
+
+
+def make_tiny(dest: Path, name: str = "tiny-sd", seed: int = 0,
+              xl: bool = False) -> dict[str, Path]:
+    """Write the tiny model as a diffusers folder and, for SD 1.x, as a single file with its
+    config folder."""
     dest.mkdir(parents=True, exist_ok=True)
+    folder = dest / name
+    if xl:
+        make_xl_pipeline(seed).save_pretrained(folder, safe_serialization=True)
+        return {"folder": folder}
     pipe = make_pipeline(seed)
-    folder, single, config = dest / name, dest / f"{name}.safetensors", dest / f"{name}.config"
+    single, config = dest / f"{name}.safetensors", dest / f"{name}.config"
     pipe.save_pretrained(folder, safe_serialization=True)
     pipe.save_pretrained(config, safe_serialization=True)
     for weights in [*config.rglob("*.safetensors"), *config.rglob("*.bin")]:
