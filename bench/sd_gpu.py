@@ -63,7 +63,8 @@ def build(folder: Path, device: str) -> None:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
-    tokenizer = make_tokenizer(folder.parent)  # byte-level: no vocabulary to download
+    with tempfile.TemporaryDirectory() as tmp:  # byte-level: no vocabulary to download
+        tokenizer = make_tokenizer(Path(tmp))
     with torch.device(device):  # random init on the GPU takes seconds, not minutes
         unet = UNet2DConditionModel(**UNET)
         vae = AutoencoderKL(**VAE)
