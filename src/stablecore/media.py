@@ -109,7 +109,9 @@ def write_output(kind: str, value: Any, dest: Path, spec: str, params: dict[str,
         info.add_text("parameters", a1111_parameters(spec, params))
         info.add_text("stablecore", json.dumps({"job": spec, "params": params}, default=str))
         path = dest.with_suffix(".png")
-        (value.convert("L") if kind == "mask" else value).save(path, pnginfo=info, compress_level=1)
+        # Fast zlib level and Huffman-only strategy: a 4K frame in ~0.6 s instead of seconds.
+        (value.convert("L") if kind == "mask" else value).save(
+            path, pnginfo=info, compress_level=1, compress_type=2)
         ext, mime, meta = "png", "image/png", {"width": value.width, "height": value.height}
     elif kind == "text":
         path, ext, mime, meta = dest.with_suffix(".txt"), "txt", "text/plain", {}

@@ -37,7 +37,7 @@ export class EventStream {
 
   start(): void {
     this.stopped = false;
-    this.connect();
+    void this.connect();
   }
 
   stop(): void {
@@ -51,10 +51,18 @@ export class EventStream {
     this.socket?.close();
     clearTimeout(this.timer);
     this.retries = 0;
-    this.connect();
+    void this.connect();
   }
 
-  private connect(): void {
+  private async connect(): Promise<void> {
+    // A stored seq beyond the server's last one means its data folder was reset: start over.
+    try {
+      const health = await this.api.request<{ last_seq: number }>("GET", "/api/health");
+      if ((this.lastSeq ?? 0) > health.last_seq) sessionStorage.removeItem(SEQ_KEY);
+    } catch {
+      // unreachable: the socket below fails too and the retry loop takes over
+    }
+    if (this.stopped) return;
     const since = this.lastSeq;
     const socket = new WebSocket(this.api.wsUrl("/api/events", since === null ? {} : { since }));
     this.socket = socket;
@@ -72,7 +80,7 @@ export class EventStream {
       if (this.socket !== socket || this.stopped) return;
       const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** this.retries++);
       this.onState("lost", delay);
-      this.timer = window.setTimeout(() => this.connect(), delay);
+      this.timer = window.setTimeout(() => void this.connect(), delay);
     };
   }
 }
