@@ -16,7 +16,8 @@ from rich.table import Table
 from stablecore import index
 from stablecore.config import Settings, load_settings
 from stablecore.errors import StableCoreError
-from stablecore.manager import NAME_RE, Manager, check_name, split_source
+from stablecore.manager import Manager
+from stablecore.sources import NAME_RE, check_name, split_source
 from stablecore.template import write_plugin
 
 plugin_app = typer.Typer(help="Create, find, install, update and remove plugins.",

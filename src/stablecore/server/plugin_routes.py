@@ -14,7 +14,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from stablecore.errors import StableCoreError
-from stablecore.manager import GIT_URL_RE, Manager, check_git_url, check_name, split_source
+from stablecore.manager import Manager
+from stablecore.sources import GIT_URL_RE, check_git_url, check_name, split_source
 
 router = APIRouter(prefix="/api/plugins")
 
