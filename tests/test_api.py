@@ -115,9 +115,12 @@ def test_image_input_upload_and_png_parameters(client: Client, png: Path, tmp_pa
     assert again["sha256"] == art["sha256"] and again["id"] != art["id"]
 
 
-def test_several_outputs_of_every_kind(client: Client, tmp_path: Path) -> None:
+def test_several_outputs_of_every_kind(client: Client, tmp_path: Path,
+                                       server: ServerProcess) -> None:
     job = client.run("testing.several", {"size": 16, "prompt": "a red fox", "seed": 3})
     assert job["state"] == "succeeded", job["error"]
+    leftovers = list((server.data_dir / "tmp" / "w0").iterdir())
+    assert leftovers == [], leftovers  # the job's scratch folder and its outputs moved away
     outs = job["outputs"]
     assert {k: v["mime"] for k, v in outs.items()} == {
         "image": "image/png", "mask": "image/png", "text": "text/plain",

@@ -76,7 +76,7 @@ class Context:
                  log: logging.Logger) -> None:
         self.plugin = plugin
         self.device = device
-        self.tmpdir = tmpdir
+        self.tmpdir = tmpdir  # this job's scratch folder, emptied when it ends
         self.log = log
         self._cache = cache
         self._report = report

@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import resource
+import shutil
 import sys
 import threading
 import traceback
@@ -120,11 +121,13 @@ class Worker:
         ids = [j["id"] for j in jobs]
         spec = self.specs[jobs[0]["spec"]]
         self.log_handler.ids = ids
+        scratch = self.tmpdir / f"scratch_{ids[0]}"  # the job's ctx.tmpdir, removed after it
+        scratch.mkdir(parents=True, exist_ok=True)
         try:
             # 1. validate params and load inputs
             calls = [self._arguments(spec, j) for j in jobs]
             # 2. call the function, once for a batch
-            ctx = self._context(spec, ids)
+            ctx = self._context(spec, ids, scratch)
             if spec.batch is not None:
                 merged = {k: [c[k] for c in calls] for k in calls[0]}
                 results = spec.fn(ctx, **merged) if spec.takes_ctx else spec.fn(**merged)
@@ -152,6 +155,7 @@ class Worker:
             traceback.print_exc()
             return [{"t": "failed", "id": i, "error": error} for i in ids]
         finally:
+            shutil.rmtree(scratch, ignore_errors=True)
             self.jobs_done += len(ids)
             self.inbox.cancelled.difference_update(ids)
 
@@ -167,7 +171,7 @@ class Worker:
             args[name] = read_input(inp.kind, Path(ref["path"])) if ref else None
         return args
 
-    def _context(self, spec: JobSpec, ids: list[str]) -> Context:
+    def _context(self, spec: JobSpec, ids: list[str], scratch: Path) -> Context:
         def report(step: int, total: int, preview: Any) -> None:
             msg: dict[str, Any] = {"t": "progress", "ids": ids, "step": step, "total": total}
             if isinstance(preview, PIL.Image.Image):
@@ -175,7 +179,7 @@ class Worker:
             self.channel.send(msg)
 
         return Context(plugin=spec.plugin, device=self.device, cache=self.cache,
-                       tmpdir=self.tmpdir, report=report, log=self.log,
+                       tmpdir=scratch, report=report, log=self.log,
                        is_cancelled=lambda: all(i in self.inbox.cancelled for i in ids))
 
     def _save_preview(self, image: PIL.Image.Image, job_id: str, step: int) -> dict[str, Any]:
