@@ -141,6 +141,40 @@ def test_several_outputs_of_every_kind(client: Client, tmp_path: Path,
     assert info["sha256"] == client.get(f"/api/artifacts/{outs['image']['id']}/info")["sha256"]
 
 
+def test_lists_of_media_in_and_out(client: Client, http: httpx.Client, tmp_path: Path) -> None:
+    made = client.run("testing.frames", {"n": 3, "size": 8})
+    frames = made["outputs"]["image"]
+    assert [f["kind"] for f in frames] == ["image"] * 3
+    assert [f["path"].rsplit("_", 1)[1] for f in frames] == ["testing.frames.png"] * 3
+    reds = [PIL.Image.open(client.download(f["id"], tmp_path / f"{i}.png")).getpixel((0, 0))[0]
+            for i, f in enumerate(frames)]
+    assert reds == [0, 20, 40]  # in order
+    stacked = client.run("testing.stack", inputs={"images": [f["id"] for f in frames[::-1]]})
+    image = PIL.Image.open(client.download(stacked["outputs"]["image"]["id"], tmp_path / "s.png"))
+    assert image.size == (24, 8) and image.getpixel((0, 0))[0] == 40
+    one = client.run("testing.stack", inputs={"images": frames[0]["id"]})  # one id is a list of one
+    assert one["state"] == "succeeded" and one["inputs"] == {"images": [frames[0]["id"]]}
+    spec = http.get("/api/specs/testing.stack").json()
+    assert spec["inputs"]["images"]["many"] is True
+    assert http.get("/api/specs/testing.frames").json()["outputs"]["image"]["many"] is True
+    text = client.upload(_text_file(tmp_path))
+    for body, message in [
+        ({"images": [frames[0]["id"], text["id"]]}, "expects kind 'image'"),
+        ({"images": []}, "must be an artifact id"),
+        ({"images": [frames[0]["id"], "a_missing"]}, "no artifact 'a_missing'"),
+    ]:
+        r = http.post("/api/jobs", json={"spec": "testing.stack", "inputs": body})
+        assert r.status_code == 422 and message in r.json()["detail"], r.text
+    r = http.post("/api/jobs", json={"spec": "testing.invert", "inputs": {"image": [frames[0]["id"]]}})
+    assert r.status_code == 422 and "not a list" in r.json()["detail"]
+
+
+def _text_file(tmp_path: Path) -> Path:
+    path = tmp_path / "words.txt"
+    path.write_text("words")
+    return path
+
+
 def test_uploads_are_type_checked_and_size_limited(http: httpx.Client) -> None:
     r = http.post("/api/artifacts", files={"file": ("x.bin", b"\x00\x01\x02binary")})
     assert r.status_code == 415 and "x.bin" in r.json()["detail"]

@@ -33,15 +33,40 @@ def test_signature_becomes_schema() -> None:
     assert spec.takes_ctx
     assert schema["name"] == "demo.demo" and schema["description"] == "Demo job."
     assert schema["inputs"] == {
-        "image": {"kind": "image", "required": True, "description": None},
-        "mask": {"kind": "mask", "required": False, "description": None}}
+        "image": {"kind": "image", "required": True, "description": None, "many": False},
+        "mask": {"kind": "mask", "required": False, "description": None, "many": False}}
     props = schema["params"]["properties"]
     assert props["strength"] == {"default": 0.5, "description": "how much", "maximum": 1,
                                  "minimum": 0, "title": "Strength", "type": "number"}
     assert props["mode"]["enum"] == ["a", "b"]
     assert schema["params"]["additionalProperties"] is False
-    assert schema["outputs"] == {"image": {"kind": "image"}, "curve": {"kind": "numbers"}}
+    assert schema["outputs"] == {"image": {"kind": "image", "many": False},
+                                 "curve": {"kind": "numbers", "many": False}}
     assert schema["resources"] == {"gpu": True, "memory_mb": 512}
+
+
+def test_lists_of_media() -> None:
+    @dataclass
+    class Out:
+        frames: list[Image]
+        audio: Audio | None
+
+    @job
+    def clip(frames: list[Image], masks: list[Mask] | None = None, names: list[str] = []) -> Out:  # noqa: B006
+        raise NotImplementedError
+
+    @job
+    def split(image: Image) -> list[Image]:
+        raise NotImplementedError
+
+    schema = inspected(clip).schema()
+    assert schema["inputs"]["frames"] == {"kind": "image", "required": True,
+                                          "description": None, "many": True}
+    assert schema["inputs"]["masks"]["many"] and not schema["inputs"]["masks"]["required"]
+    assert schema["params"]["properties"]["names"]["type"] == "array"  # not media: a param
+    assert schema["outputs"] == {"frames": {"kind": "image", "many": True},
+                                 "audio": {"kind": "audio", "many": False}}
+    assert inspected(split).schema()["outputs"] == {"image": {"kind": "image", "many": True}}
 
 
 def test_single_output_is_named_by_its_kind() -> None:
@@ -54,7 +79,7 @@ def test_single_output_is_named_by_its_kind() -> None:
     def record(seconds: float) -> Audio:
         raise NotImplementedError
 
-    assert inspected(talk).schema()["outputs"] == {"text": {"kind": "text"}}
+    assert inspected(talk).schema()["outputs"] == {"text": {"kind": "text", "many": False}}
     assert inspected(talk).description == "Docstring is the description."
     assert inspected(record).schema()["params"]["required"] == ["seconds"]
 

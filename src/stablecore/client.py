@@ -162,8 +162,12 @@ class Client:
 
     def run(self, spec: str, params: dict | None = None, inputs: dict | None = None,
             **kw: Any) -> dict[str, Any]:
-        """Submit and wait. Inputs may be artifact ids or local paths (uploaded first)."""
-        ids = {k: v if isinstance(v, str) else self.upload(Path(v))["id"]
+        """Submit and wait. Inputs may be artifact ids or local paths (uploaded first), or
+        lists of them for list inputs."""
+        def ref(value: str | Path) -> str:
+            return value if isinstance(value, str) else self.upload(Path(value))["id"]
+
+        ids = {k: [ref(x) for x in v] if isinstance(v, list) else ref(v)
                for k, v in (inputs or {}).items()}
         return self.wait(self.submit(spec, params, ids, **kw)["id"])
 

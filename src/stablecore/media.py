@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import numpy as np
 import PIL.Image
@@ -68,20 +68,31 @@ CLASS_KINDS: dict[type, str] = {Audio: "audio", Video: "video", Numbers: "number
 ACCEPTS = {"image": {"image", "mask"}, "mask": {"mask", "image"}}
 
 
-def media_kind(annotation: Any) -> tuple[str | None, bool]:
-    """(kind or None, optional) of a parameter annotation; `Image | None` is an optional image."""
-    optional = False
+class MediaSpec(NamedTuple):
+    """What an annotation says: the media kind (None: not media), optional, a list of them."""
+
+    kind: str | None
+    optional: bool = False
+    many: bool = False
+
+
+def media_kind(annotation: Any) -> MediaSpec:
+    """`Image | None` is an optional image; `list[Image]` an ordered list of images."""
+    optional = many = False
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         optional = len(args) < len(typing.get_args(annotation))
         if len(args) != 1:
-            return None, optional
+            return MediaSpec(None, optional)
         annotation = args[0]
+    if typing.get_origin(annotation) is list and len(typing.get_args(annotation)) == 1:
+        many, annotation = True, typing.get_args(annotation)[0]
     if typing.get_origin(annotation) is Annotated:
         for meta in annotation.__metadata__:
             if isinstance(meta, MediaKind):
-                return meta.name, optional
-    return CLASS_KINDS.get(annotation), optional
+                return MediaSpec(meta.name, optional, many)
+    kind = CLASS_KINDS.get(annotation)
+    return MediaSpec(kind, optional, many and kind is not None)
 
 
 def accepts(input_kind: str, artifact_kind: str) -> bool:

@@ -35,6 +35,7 @@ class InputSpec:
     kind: str
     required: bool
     description: str | None = None
+    many: bool = False  # a list of artifacts, in order
 
 
 @dataclass
@@ -55,6 +56,7 @@ class JobSpec:
     takes_ctx: bool = False
     inputs: dict[str, InputSpec] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    many_outputs: set[str] = field(default_factory=set)  # outputs that are lists
     single_output: bool = True
     params_model: type[BaseModel] | None = None
 
@@ -69,7 +71,8 @@ class JobSpec:
             "description": self.description,
             "params": self.params_model.model_json_schema(),
             "inputs": {k: dataclasses.asdict(v) for k, v in self.inputs.items()},
-            "outputs": {k: {"kind": v} for k, v in self.outputs.items()},
+            "outputs": {k: {"kind": v, "many": k in self.many_outputs}
+                        for k, v in self.outputs.items()},
             "resources": {"gpu": self.gpu, "memory_mb": self.memory_mb},
             "batch": list(self.batch) if self.batch is not None else None,
             "batch_max": self.batch_max, "model_param": self.model_param,
@@ -114,12 +117,12 @@ def inspect_job(spec: JobSpec, plugin: str) -> None:
         if p.name not in hints:
             raise PluginError(f"{where}: parameter {p.name!r} has no type annotation")
         annotation, default = hints[p.name], p.default
-        kind, optional = media_kind(annotation)
-        if kind is not None:
+        media = media_kind(annotation)
+        if media.kind is not None:
             info = default if isinstance(default, FieldInfo) else None
             spec.inputs[p.name] = InputSpec(
-                kind, not optional and default is not None,
-                info.description if info else None)
+                media.kind, not media.optional and default is not None,
+                info.description if info else None, media.many)
             continue
         _check_default(where, p.name, annotation, default)
         fields[p.name] = (annotation, ... if default is p.empty else default)
@@ -167,16 +170,19 @@ def _read_outputs(spec: JobSpec, where: str, ret: Any) -> None:
     if ret is type(None):
         spec.single_output = False
         return
-    kind, _ = media_kind(ret)
-    if kind is not None:
-        spec.outputs = {kind: kind}
+    media = media_kind(ret)
+    if media.kind is not None:
+        spec.outputs = {media.kind: media.kind}
+        spec.many_outputs = {media.kind} if media.many else set()
         return
     if isinstance(ret, type) and (dataclasses.is_dataclass(ret) or hasattr(ret, "_fields")):
         for out_name, ann in typing.get_type_hints(ret, include_extras=True).items():
-            out_kind, _ = media_kind(ann)
-            if out_kind is None:
+            media = media_kind(ann)
+            if media.kind is None:
                 raise PluginError(f"{where}: output {out_name!r} is not a media type")
-            spec.outputs[out_name] = out_kind
+            spec.outputs[out_name] = media.kind
+            if media.many:
+                spec.many_outputs.add(out_name)
         spec.single_output = False
         return
     raise PluginError(f"{where}: return type {ret!r} is neither a media type nor a "

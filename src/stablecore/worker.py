@@ -168,7 +168,10 @@ class Worker:
         args = {k: getattr(params, k) for k in spec.params_model.model_fields}
         for name, inp in spec.inputs.items():
             ref = job["inputs"].get(name)
-            args[name] = read_input(inp.kind, Path(ref["path"])) if ref else None
+            if inp.many:
+                args[name] = [read_input(inp.kind, Path(r["path"])) for r in ref or []]
+            else:
+                args[name] = read_input(inp.kind, Path(ref["path"])) if ref else None
         return args
 
     def _context(self, spec: JobSpec, ids: list[str], scratch: Path) -> Context:
@@ -201,8 +204,14 @@ class Worker:
         for name, value in values.items():
             if value is None:
                 continue
-            dest = self.tmpdir / f"{job_id}_{name}"
-            outputs[name] = write_output(spec.outputs[name], value, dest, spec.full_name, params)
+            kind, dest = spec.outputs[name], self.tmpdir / f"{job_id}_{name}"
+            if name in spec.many_outputs:
+                if not isinstance(value, list | tuple):
+                    raise TypeError(f"output {name!r} must be a list, got {type(value).__name__}")
+                outputs[name] = [write_output(kind, v, dest.with_name(f"{dest.name}_{i:04d}"),
+                                              spec.full_name, params) for i, v in enumerate(value)]
+            else:
+                outputs[name] = write_output(kind, value, dest, spec.full_name, params)
         return outputs
 
 

@@ -46,7 +46,7 @@ export interface Job {
   id: string;
   spec: string;
   params: Record<string, unknown>;
-  inputs: Record<string, string>;
+  inputs: Record<string, string | string[]>; // a list input holds several artifact ids
   session_id: string;
   state: JobState;
   priority: number;
@@ -54,7 +54,7 @@ export interface Job {
   started: number | null;
   finished: number | null;
   worker: string | null;
-  outputs: Record<string, OutputRef> | null;
+  outputs: Record<string, OutputRef | OutputRef[]> | null; // list outputs: one ref per item
   error: string | null;
   progress?: Progress;
 }
@@ -88,7 +88,7 @@ export interface Worker {
 export interface JobRequest {
   spec: string;
   params: Record<string, unknown>;
-  inputs: Record<string, string>;
+  inputs: Record<string, string | string[]>;
   session?: string | null;
   priority?: number;
 }

@@ -2,7 +2,7 @@
 // Server events are folded into this state here; views listen for the topics they show.
 
 import { Api, FINISHED } from "./api";
-import type { Artifact, Job, JobState, OutputRef, Plugin, Progress, Session, Spec } from "./api";
+import type { Artifact, Job, JobState, Plugin, Progress, Session, Spec } from "./api";
 import type { ServerEvent } from "./events";
 
 export interface Topics {
@@ -155,7 +155,7 @@ export class App {
         next.state = type.slice(4) as JobState;
         next.finished = ts;
         next.error = (data.error as string | undefined) ?? next.error;
-        if (data.outputs) next.outputs = data.outputs as Record<string, OutputRef>;
+        if (data.outputs) next.outputs = data.outputs as Job["outputs"];
         break;
       default:
         return;
@@ -169,7 +169,7 @@ export class App {
 
 /** The output refs of a finished job, as artifacts (enough to show them). */
 export function outputsOf(job: Job): Artifact[] {
-  return Object.values(job.outputs ?? {}).map((ref) => ({
+  return Object.values(job.outputs ?? {}).flat().map((ref) => ({
     id: ref.id, kind: ref.kind, mime: ref.mime, size: 0, path: ref.path,
     name: (ref.path ?? ref.id).split("/").pop()!, session_id: job.session_id, job_id: job.id,
     created: job.finished ?? Date.now() / 1000, meta: {},

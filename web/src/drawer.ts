@@ -13,7 +13,7 @@ import type { MediaField } from "./inputs";
 const LAST_JOB_KEY = "stablecore.job";
 const DRAFTS_KEY = "stablecore.drafts";
 
-type Values = { params: Record<string, unknown>; inputs: Record<string, string> };
+type Values = { params: Record<string, unknown>; inputs: Record<string, string | string[]> };
 
 export class Drawer {
   readonly el: HTMLElement;
@@ -113,7 +113,10 @@ export class Drawer {
     for (const [name, value] of Object.entries(params)) {
       this.fields.get(`params.${name}`)?.set(value);
     }
-    for (const [name, id] of Object.entries(inputs)) this.fields.get(`inputs.${name}`)?.set(id);
+    for (const [name, ref] of Object.entries(inputs)) {
+      // the form picks one artifact per input; a list input gets its first item back
+      this.fields.get(`inputs.${name}`)?.set(Array.isArray(ref) ? ref[0] : ref);
+    }
   }
 
   private saveDraft(): void {

@@ -69,7 +69,7 @@ export class Queue {
     const progress = job.progress;
     const pct = job.state === "succeeded" ? 100
       : progress && progress.total > 0 ? Math.round((100 * progress.step) / progress.total) : 0;
-    const firstImage = Object.values(job.outputs ?? {}).find((o) => isImage(o.kind));
+    const firstImage = Object.values(job.outputs ?? {}).flat().find((o) => isImage(o.kind));
     const thumbId = firstImage?.id ?? progress?.preview ?? null;
     const signature = [job.state, job.priority, job.error, job.worker, thumbId !== null].join("|");
     if (item.dataset.signature !== signature) {

@@ -79,9 +79,10 @@ export class Viewer {
       job ? h("dl", { class: "params" }, Object.entries(job.params).map(([k, v]) =>
         [h("dt", null, k), h("dd", null, typeof v === "string" ? v : JSON.stringify(v))])) : null,
       job && Object.keys(job.inputs).length ? [h("h3", null, "Inputs"),
-        h("div", { class: "inputs" }, Object.entries(job.inputs).map(([name, id]) =>
-          h("figure", null, renderArtifact(api, {
-            id, name, kind: this.app.specs.get(job.spec)?.inputs[name]?.kind ?? "image" }, true),
-            h("figcaption", null, name))))] : null);
+        h("div", { class: "inputs" }, Object.entries(job.inputs).flatMap(([name, ref]) =>
+          (Array.isArray(ref) ? ref : [ref]).map((id) =>
+            h("figure", null, renderArtifact(api, {
+              id, name, kind: this.app.specs.get(job.spec)?.inputs[name]?.kind ?? "image" }, true),
+              h("figcaption", null, name)))))] : null);
   }
 }

@@ -23,7 +23,7 @@ class CheckedJob:
 
     spec: str
     params: dict[str, Any]
-    inputs: dict[str, str]
+    inputs: dict[str, str | list[str]]
     model_key: str | None
     batch_key: str | None
     timeout: float | None
@@ -67,8 +67,8 @@ class Catalog:
             raise NotFound(f"no job named {name!r}; GET /api/specs lists them", field="spec")
         return self.specs[name]
 
-    def check(self, name: str, params: dict[str, Any], inputs: dict[str, Artifact | None],
-              ) -> CheckedJob:
+    def check(self, name: str, params: dict[str, Any],
+              inputs: dict[str, Artifact | list[Artifact]]) -> CheckedJob:
         """Raise InvalidParams naming the first bad field; return the job ready to queue."""
         schema = self.get(name)
         # 1. params against the JSON Schema
@@ -86,15 +86,23 @@ class Catalog:
             if key not in wanted:
                 raise InvalidParams(f"inputs.{key}: {name} has no input {key!r} "
                                     f"(it takes {sorted(wanted) or 'none'})", field=f"inputs.{key}")
+        refs: dict[str, str | list[str]] = {}
         for key, spec in wanted.items():
-            art = inputs.get(key)
-            if art is None:
+            given = inputs.get(key)
+            if given is None:
                 if spec["required"]:
                     raise InvalidParams(f"inputs.{key}: required {spec['kind']} input missing",
                                         field=f"inputs.{key}")
-            elif not accepts(spec["kind"], art.kind):
-                raise InvalidParams(f"inputs.{key}: expects kind {spec['kind']!r}, artifact "
-                                    f"{art.id} is {art.kind!r}", field=f"inputs.{key}")
+                continue
+            if isinstance(given, list) and not spec.get("many"):
+                raise InvalidParams(f"inputs.{key}: takes one artifact, not a list",
+                                    field=f"inputs.{key}")
+            for art in given if isinstance(given, list) else [given]:
+                if not accepts(spec["kind"], art.kind):
+                    raise InvalidParams(f"inputs.{key}: expects kind {spec['kind']!r}, artifact "
+                                        f"{art.id} is {art.kind!r}", field=f"inputs.{key}")
+            ids = [a.id for a in given] if isinstance(given, list) else [given.id]
+            refs[key] = ids if spec.get("many") else ids[0]  # a list input takes one id too
         # 3. fill defaults, derive routing keys
         props = schema["params"].get("properties", {})
         full = {k: p["default"] for k, p in props.items() if "default" in p} | params
@@ -103,5 +111,4 @@ class Catalog:
         batch_key = None
         if schema.get("batch") is not None:
             batch_key = name + json.dumps([full.get(k) for k in schema["batch"]], default=str)
-        return CheckedJob(name, full, {k: a.id for k, a in inputs.items() if a is not None},
-                          model_key, batch_key, schema.get("timeout"))
+        return CheckedJob(name, full, refs, model_key, batch_key, schema.get("timeout"))

@@ -128,19 +128,20 @@ class Engine:
             raise StableCoreError("no worker has started yet; try again shortly") from None
 
     # --- client actions ---------------------------------------------------------------------
-    def submit(self, spec: str, params: dict[str, Any], inputs: dict[str, str],
+    def submit(self, spec: str, params: dict[str, Any], inputs: dict[str, Any],
                session_id: str | None, priority: int = 0, owner: str | None = None) -> Job:
         """Check a request against the catalog and queue it durably."""
-        arts = {}
-        for key, art_id in inputs.items():
-            if not isinstance(art_id, str):
-                raise InvalidParams(f"inputs.{key}: must be an artifact id string",
+        arts: dict[str, Any] = {}
+        for key, ref in inputs.items():
+            ids = ref if isinstance(ref, list) else [ref]
+            if not ids or not all(isinstance(i, str) for i in ids):
+                raise InvalidParams(f"inputs.{key}: must be an artifact id, or a list of them",
                                     field=f"inputs.{key}")
             try:
-                arts[key] = self.store.get_artifact(art_id)
-            except NotFound:
-                raise InvalidParams(f"inputs.{key}: no artifact {art_id!r}",
-                                    field=f"inputs.{key}") from None
+                found = [self.store.get_artifact(i) for i in ids]
+            except NotFound as e:
+                raise InvalidParams(f"inputs.{key}: {e.message}", field=f"inputs.{key}") from None
+            arts[key] = found if isinstance(ref, list) else found[0]
         checked = self.catalog.check(spec, params, arts)
         session = (self.store.get_session(session_id) if session_id
                    else self.store.current_session())
@@ -197,13 +198,17 @@ class Engine:
         for job in jobs:
             self.running[job.id] = Running(worker.name, now + (job.timeout or 1e12))
             inputs = {}
-            for key, art_id in job.inputs.items():
-                art = self.store.get_artifact(art_id)
-                inputs[key] = {"path": str(self.store.artifact_file(art)), "kind": art.kind}
+            for key, ref in job.inputs.items():
+                refs = [self._input_file(i) for i in (ref if isinstance(ref, list) else [ref])]
+                inputs[key] = refs if isinstance(ref, list) else refs[0]
             payload.append({"id": job.id, "spec": job.spec, "params": job.params,
                             "inputs": inputs})
         worker.state, worker.jobs = "busy", [j.id for j in jobs]
         worker.send({"t": "run", "jobs": payload})
+
+    def _input_file(self, artifact_id: str) -> dict[str, str]:
+        art = self.store.get_artifact(artifact_id)
+        return {"path": str(self.store.artifact_file(art)), "kind": art.kind}
 
     # --- what workers report ----------------------------------------------------------------
     def _on_message(self, worker: WorkerProcess, msg: dict[str, Any]) -> None:
@@ -269,12 +274,9 @@ class Engine:
                 outputs = {}
                 for name, out in msg["outputs"].items():
                     assert job is not None
-                    art = self.store.add_artifact(
-                        Path(out["path"]), out["sha256"], out["kind"], out["mime"], out["ext"],
-                        f"{job.spec}.{out['ext']}", job.session_id, job_id, out["meta"],
-                        label=job.spec)
-                    outputs[name] = {"id": art.id, "kind": art.kind, "mime": art.mime,
-                                     "path": art.path}
+                    refs = [self._keep_output(job, o) for o in
+                            (out if isinstance(out, list) else [out])]
+                    outputs[name] = refs if isinstance(out, list) else refs[0]
                 self.store.finish(job_id, JobState.SUCCEEDED, outputs=outputs,
                                   params=msg.get("params"))
             worker.failures = 0
@@ -282,6 +284,13 @@ class Engine:
             self.store.finish(job_id, JobState.CANCELLED, error="cancelled by request")
         else:
             self.store.finish(job_id, JobState.FAILED, error=msg["error"])
+
+    def _keep_output(self, job: Job, out: dict[str, Any]) -> dict[str, Any]:
+        """Move one output file into the store and the job's session folder."""
+        art = self.store.add_artifact(
+            Path(out["path"]), out["sha256"], out["kind"], out["mime"], out["ext"],
+            f"{job.spec}.{out['ext']}", job.session_id, job.id, out["meta"], label=job.spec)
+        return {"id": art.id, "kind": art.kind, "mime": art.mime, "path": art.path}
 
     def _on_exit(self, worker: WorkerProcess, returncode: int) -> None:
         """A worker ended: settle its jobs with the cause, then restart it with backoff."""

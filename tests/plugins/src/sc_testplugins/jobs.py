@@ -114,3 +114,20 @@ def batched(ctx: Context, value: int = 0, size: int = 8) -> Text:
     values, sizes = value, size  # in a batch, every parameter arrives as a list
     time.sleep(0.05)
     return [f"value={v} size={s} batch={len(values)}" for v, s in zip(values, sizes, strict=True)]
+
+
+@job(description="Make n frames of a colour ramp: a list output.")
+def frames(n: int = Field(3, ge=1, le=50), size: int = 16) -> list[Image]:
+    return [PIL.Image.new("RGB", (size, size), (i * 20 % 256, 0, 0)) for i in range(n)]
+
+
+@job(description="Put images side by side: a list input.")
+def stack(images: list[Image]) -> Image:
+    if not images:
+        raise ValueError("stack needs at least one image")
+    out = PIL.Image.new("RGB", (sum(i.width for i in images), max(i.height for i in images)))
+    x = 0
+    for image in images:
+        out.paste(image.convert("RGB"), (x, 0))
+        x += image.width
+    return out
