@@ -72,7 +72,7 @@ def test_unreachable_server_is_a_clear_error() -> None:
 
 def test_config_shows_where_each_setting_comes_from(tmp_path: Path) -> None:
     (tmp_path / "stablecore.toml").write_text("port = 6001\n")
-    result = cli(None, "config", cwd=tmp_path, STABLECORE_BATCH_MAX="3")
+    result = cli(None, "config", cwd=tmp_path, STABLECORE_BATCH_MAX="3", COLUMNS="1000")
     assert result.returncode == 0, result.stderr
     lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines()
              if line.count("│") > 3}

@@ -242,3 +242,12 @@ def test_bad_params_are_refused_at_submit(client: Client) -> None:
     with pytest.raises(ApiError) as e:
         client.submit("sd.txt2img", {**SMALL, "model": "not-a-model"})
     assert e.value.field == "params.model"
+
+
+def test_strength_without_steps_fails_clearly(client: Client, tmp_path: Path) -> None:
+    source = tmp_path / "in.png"
+    PIL.Image.new("RGB", (32, 32)).save(source)
+    job = client.run("sd.img2img", {"model": "tiny-sd", **SMALL, "steps": 1, "strength": 0.5},
+                     {"image": source})
+    assert job["state"] == "failed"
+    assert "strength 0.5 with 1 steps leaves no denoising step" in job["error"]

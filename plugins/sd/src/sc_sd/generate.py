@@ -46,7 +46,7 @@ def run(ctx: Context, mode: str, params: dict[str, list[Any]],
     jobs = [{k: v[i] for k, v in params.items()} for i in range(len(params["prompt"]))]
     first = jobs[0]  # batched jobs share model, size, steps, sampler, guidance and strength
     # 1. check what diffusers would reject less clearly
-    check(mode, first)
+    check(mode, jobs)
     # 2. the warm model and the pipeline for this mode and sampler
     name = first["model"]
     loaded = ctx.cache(name, lambda: load(name, resolve(name, options), options, ctx.device,
@@ -71,12 +71,14 @@ def run(ctx: Context, mode: str, params: dict[str, list[Any]],
     return results(mode, jobs, items, pictures)
 
 
-def check(mode: str, p: dict[str, Any]) -> None:
-    if mode != "txt2img" and int(p["steps"] * p["strength"]) < 1:
-        raise ValueError(f"strength {p['strength']} with {p['steps']} steps leaves no "
-                         "denoising step: raise one of them")
-    if not 1 <= p["num_images"] <= MAX_IMAGES_PER_JOB:
-        raise ValueError(f"num_images must be 1 to {MAX_IMAGES_PER_JOB}, got {p['num_images']}")
+def check(mode: str, jobs: list[dict[str, Any]]) -> None:
+    for p in jobs:
+        if mode != "txt2img" and int(p["steps"] * p["strength"]) < 1:
+            raise ValueError(f"strength {p['strength']} with {p['steps']} steps leaves no "
+                             "denoising step: raise one of them")
+        if not 1 <= p["num_images"] <= MAX_IMAGES_PER_JOB:
+            raise ValueError(f"num_images must be 1 to {MAX_IMAGES_PER_JOB}, "
+                             f"got {p['num_images']}")
 
 
 def generate(pipe: Any, mode: str, p: dict[str, Any], chunk: list[Item],

@@ -168,8 +168,14 @@ def hub_error(repo: str, e: BaseException) -> str:
         return (f"model {repo!r} is not in the local Hugging Face cache and the hub is switched "
                 "off (HF_HUB_OFFLINE=1): download it where there is a network (`hf download "
                 f"{repo}`) or put it in the models folder (STABLECORE_SD_MODELS_DIR)")
-    return (f"cannot get model {repo!r} from the Hugging Face hub (offline, or an unknown "
-            f"model?): {type(e).__name__}: {_first_line(e)}")
+    unreachable = [c for c in causes if "Connect" in type(c).__name__ or "Timeout" in
+                   type(c).__name__]
+    if unreachable:
+        return (f"cannot reach the Hugging Face hub to download model {repo!r}, and it is not "
+                f"in the local cache ({_first_line(unreachable[0])}): download it where there "
+                "is a network, or set HF_HUB_OFFLINE=1 to fail at once on an offline machine")
+    return (f"cannot get model {repo!r} from the Hugging Face hub: {type(e).__name__}: "
+            f"{_first_line(e)}")
 
 
 def _causes(e: BaseException) -> list[BaseException]:
