@@ -1,4 +1,4 @@
-"""Video through a real server: to_frames -> from_frames keeps frame count, size and audio."""
+"""Video through a real server: to_frames -> from_frames keeps frame count, size, order, audio."""
 
 from __future__ import annotations
 
@@ -53,79 +53,97 @@ def fetch(client: Client, job: dict, name: str, dest: Path) -> Path:
     return client.download(job["outputs"][name]["id"], dest)
 
 
+def fetch_frames(client: Client, job: dict, folder: Path) -> list[np.ndarray]:
+    assert job["state"] == "succeeded", job["error"]
+    return [np.asarray(PIL.Image.open(client.download(ref["id"], folder / f"{i}.png")))
+            for i, ref in enumerate(job["outputs"]["frames"])]
+
+
+def bar(pixels: np.ndarray) -> int:
+    """Where the white bar of a frame starts (see frame_pixels)."""
+    return int(np.argmax(pixels[H // 2, :, 0] > 200))
+
+
 def decoded(path: Path) -> tuple[list[np.ndarray], list[str], float]:
     with av.open(str(path)) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
         return frames, [s.type for s in c.streams], float(c.streams.video[0].average_rate)
 
 
-def test_round_trip_keeps_frames_size_and_audio(stablecore_client: Client, clip: Path,
-                                                tmp_path: Path) -> None:
-    parts = stablecore_client.run("video.to_frames", {"columns": 5}, {"video": clip})
-    sheet = PIL.Image.open(fetch(stablecore_client, parts, "sheet", tmp_path / "sheet.png"))
-    layout = json.loads(fetch(stablecore_client, parts, "layout", tmp_path / "l.json").read_text())
-    assert sheet.size == (5 * W, 3 * H)
-    assert len(layout["values"]) == N and layout["rate"] == FPS
-    assert [row[1:] for row in layout["values"][:6]] == [
-        [0, 0, W, H], [W, 0, W, H], [2 * W, 0, W, H], [3 * W, 0, W, H], [4 * W, 0, W, H],
-        [0, H, W, H]]
+def test_round_trip_keeps_frames_size_order_and_audio(stablecore_client: Client, clip: Path,
+                                                      tmp_path: Path) -> None:
+    parts = stablecore_client.run("video.to_frames", {}, {"video": clip})
+    frames = fetch_frames(stablecore_client, parts, tmp_path)
+    assert len(frames) == N and all(f.shape == (H, W, 3) for f in frames)
+    assert [bar(f) for f in frames] == [4 * i for i in range(N)]
+    times = json.loads(fetch(stablecore_client, parts, "times", tmp_path / "t.json").read_text())
+    assert times["columns"] == ["time"] and times["rate"] == FPS
+    assert [round(row[0], 4) for row in times["values"]] == [round(k / FPS, 4) for k in range(N)]
     with wave.open(str(fetch(stablecore_client, parts, "audio", tmp_path / "a.wav"))) as w:
         assert w.getnchannels() == 2 and w.getframerate() == 44100
         assert abs(w.getnframes() / 44100 - N / FPS) < 0.05
 
-    ids = {k: parts["outputs"][k]["id"] for k in ("sheet", "layout", "audio")}
-    made = stablecore_client.run("video.from_frames", {"codec": "h264"}, ids)
+    out = parts["outputs"]
+    inputs = {"frames": [f["id"] for f in out["frames"]], "times": out["times"]["id"],
+              "audio": out["audio"]["id"]}
+    made = stablecore_client.run("video.from_frames", {"codec": "h264"}, inputs)
     frames, streams, rate = decoded(fetch(stablecore_client, made, "video", tmp_path / "v.mp4"))
     assert len(frames) == N and frames[0].shape == (H, W, 3)
     assert streams == ["video", "audio"] and rate == FPS
-    bars = [int(np.argmax(f[H // 2, :, 0] > 200)) for f in frames]
-    assert bars == [4 * i for i in range(N)]
+    assert [bar(f) for f in frames] == [4 * i for i in range(N)]
 
 
-def test_lossless_codec_reproduces_the_sheet_exactly(stablecore_client: Client, clip: Path,
-                                                     tmp_path: Path) -> None:
+def test_lossless_codec_reproduces_the_frames_exactly(stablecore_client: Client, clip: Path,
+                                                      tmp_path: Path) -> None:
     parts = stablecore_client.run("video.to_frames", {"audio": False}, {"video": clip})
     assert "audio" not in parts["outputs"]
-    sheet = np.asarray(PIL.Image.open(fetch(stablecore_client, parts, "sheet",
-                                            tmp_path / "s.png")).convert("RGB"))
-    cells = [sheet[r * H:(r + 1) * H, c * W:(c + 1) * W] for r in range(3) for c in range(4)]
-    made = stablecore_client.run("video.from_frames", {"codec": "ffv1", "count": N, "fps": 12},
-                                 {"sheet": parts["outputs"]["sheet"]["id"]})
-    frames, streams, rate = decoded(fetch(stablecore_client, made, "video", tmp_path / "v.mkv"))
-    assert streams == ["video"] and rate == 12
-    assert len(frames) == N and all(np.array_equal(a, b) for a, b in zip(frames, cells,
-                                                                        strict=True))
+    frames = fetch_frames(stablecore_client, parts, tmp_path)
+    ids = [f["id"] for f in parts["outputs"]["frames"]][::-1]  # reversed: order is kept
+    made = stablecore_client.run("video.from_frames", {"codec": "ffv1", "fps": 12},
+                                 {"frames": ids})
+    decoded_frames, streams, rate = decoded(fetch(stablecore_client, made, "video",
+                                                  tmp_path / "v.mkv"))
+    assert streams == ["video"] and rate == 12 and len(decoded_frames) == N
+    assert all(np.array_equal(a, b) for a, b in zip(decoded_frames, frames[::-1], strict=True))
 
 
 def test_fps_and_time_range_pick_the_right_frames(stablecore_client: Client, clip: Path,
                                                   tmp_path: Path) -> None:
-    def times(**params: object) -> list[float]:
-        job = stablecore_client.run("video.to_frames", params, {"video": clip})
-        layout = json.loads(fetch(stablecore_client, job, "layout", tmp_path / "l.json")
-                            .read_text())
-        return [round(row[0], 4) for row in layout["values"]]
+    def picked(**params: object) -> tuple[list[float], list[int]]:
+        job = stablecore_client.run("video.to_frames", {"audio": False, **params},
+                                    {"video": clip})
+        times = json.loads(fetch(stablecore_client, job, "times", tmp_path / "t.json")
+                           .read_text())
+        bars = [bar(f) for f in fetch_frames(stablecore_client, job, tmp_path)]
+        return [round(row[0], 4) for row in times["values"]], bars
 
-    assert times(fps=12) == [round(k / 12, 4) for k in range(6)]
-    assert times(start=0.25, end=0.5) == [round(k / 24, 4) for k in range(6, 12)]
-    assert len(times(fps=48)) == 2 * N
-    assert len(times(max_frames=5)) == 5
+    assert picked(fps=12) == ([round(k / 12, 4) for k in range(6)], [8 * k for k in range(6)])
+    assert picked(start=0.25, end=0.5) == ([round(k / 24, 4) for k in range(6, 12)],
+                                           [4 * k for k in range(6, 12)])
+    times, bars = picked(fps=48)
+    assert len(times) == 2 * N and bars == [4 * (k // 2) for k in range(2 * N)]
+    assert len(picked(max_frames=5)[0]) == 5
 
     one = stablecore_client.run("video.frame", {"time": 0.25}, {"video": clip})
     image = np.asarray(PIL.Image.open(fetch(stablecore_client, one, "image", tmp_path / "f.png")))
-    assert image.shape == (H, W, 3)
-    assert int(np.argmax(image[H // 2, :, 0] > 200)) == 4 * 6
+    assert image.shape == (H, W, 3) and bar(image) == 4 * 6
 
 
 def test_bad_input_fails_with_a_clear_error(stablecore_client: Client, clip: Path,
                                             tmp_path: Path) -> None:
-    odd = tmp_path / "odd.png"
-    PIL.Image.new("RGB", (3 * 33, 2 * 25)).save(odd)
-    job = stablecore_client.run("video.from_frames", {"count": 6, "columns": 3}, {"sheet": odd})
+    sizes = {"a": (32, 24), "b": (32, 24), "c": (30, 24), "odd": (33, 25)}
+    paths = {}
+    for name, size in sizes.items():
+        paths[name] = tmp_path / f"{name}.png"
+        PIL.Image.new("RGB", size).save(paths[name])
+    job = stablecore_client.run("video.from_frames", {}, {"frames": [paths["odd"]] * 2})
     assert job["state"] == "failed"
     assert "h264 needs an even frame width and height, got 33x25" in job["error"]
 
-    job = stablecore_client.run("video.from_frames", {"count": 4, "columns": 4}, {"sheet": odd})
-    assert job["state"] == "failed" and "does not split into 4 columns x 1 rows" in job["error"]
+    frames = [paths["a"], paths["b"], paths["c"]]
+    job = stablecore_client.run("video.from_frames", {"codec": "ffv1"}, {"frames": frames})
+    assert job["state"] == "failed"
+    assert "frame 2 is 30x24, frame 0 is 32x24" in job["error"], job["error"]
 
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
