@@ -131,11 +131,14 @@ def test_same_seed_same_image_and_random_seed_is_reported(client: Client,
 
 
 def test_num_images_counts_seeds_up(client: Client, tmp_path: Path) -> None:
-    many = run_ok(client, "sd.txt2img", {"prompt": "y", "seed": 20, "num_images": 2})
-    assert set(many["outputs"]) == {"image", "image_2", "info"}
-    second = run_ok(client, "sd.txt2img", {"prompt": "y", "seed": 21})
-    assert np.array_equal(pixels(client, many, tmp_path, "image_2"),
-                          pixels(client, second, tmp_path))
+    many = run_ok(client, "sd.txt2img", {"prompt": "y", "seed": 20, "num_images": 3})
+    assert set(many["outputs"]) == {"image", "images", "info"}
+    assert len(many["outputs"]["images"]) == 3
+    third = client.download(many["outputs"]["images"][2]["id"], tmp_path)
+    alone = run_ok(client, "sd.txt2img", {"prompt": "y", "seed": 22})
+    with PIL.Image.open(third) as im:
+        assert np.array_equal(np.asarray(im.convert("RGB")), pixels(client, alone, tmp_path))
+    assert "images" not in alone["outputs"]
 
 
 def test_single_file_loads_the_same_weights_as_the_folder(client: Client,

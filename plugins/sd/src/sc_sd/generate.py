@@ -24,7 +24,7 @@ from sc_sd.results import Generated
 from sc_sd.sources import resolve
 from stablecore import Context
 
-MAX_IMAGES_PER_JOB = 4
+MAX_IMAGES_PER_JOB = 8
 
 
 @dataclass
@@ -135,6 +135,6 @@ def results(mode: str, jobs: list[dict[str, Any]], items: list[Item],
                             version=plugin_version)
             pic.info["parameters"] = text  # for a core that writes a job's own PNG text
             texts.append(text)
-        extra = [pic for _, pic in mine[1:]] + [None] * (MAX_IMAGES_PER_JOB - len(mine))
-        out.append(Generated(mine[0][1], texts[0], *extra[:MAX_IMAGES_PER_JOB - 1]))
+        pics = [pic for _, pic in mine]
+        out.append(Generated(pics[0], texts[0], pics if len(pics) > 1 else None))
     return out

@@ -32,8 +32,8 @@ Guidance = Annotated[float, Field(ge=0, le=30, description="classifier-free guid
 Sampler = Annotated[SamplerName, Field(description="the sampler (diffusers scheduler)")]
 Seed = Annotated[int, Field(ge=-1, le=2**32 - 1, description="-1 picks a random seed; "
                             "the seed used is in the `info` output and in the PNG")]
-Count = Annotated[int, Field(ge=1, le=4, description="images made from seed, seed+1, ...; "
-                             "they come out as image, image_2, ...")]
+Count = Annotated[int, Field(ge=1, le=8, description="images made from seed, seed+1, ...; "
+                             "all of them come out as `images`, the first also as `image`")]
 Strength = Annotated[float, Field(gt=0, le=1, description="how much to change the input: "
                                   "0 keeps it, 1 ignores it")]
 

@@ -1,4 +1,4 @@
-"""What an SD job returns: the image, its generation parameters, and any further images."""
+"""What an SD job returns: the image, its generation parameters, and all images of a seed run."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from stablecore import Image, Text
 @dataclass
 class Generated:
     image: Image
+    """The first image: the one that chains into a next job's image input."""
     info: Text
     """The A1111 parameters text of `image`, with the seed used (also inside the PNG)."""
-    image_2: Image | None = None
-    image_3: Image | None = None
-    image_4: Image | None = None
+    images: list[Image] | None = None
+    """Every image, seeds counting up, when `num_images` > 1 (absent otherwise)."""
