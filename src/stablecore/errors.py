@@ -47,6 +47,12 @@ class Conflict(StableCoreError):
     status = 409
 
 
+class NotReady(StableCoreError):
+    """No worker has reported the catalog yet (the server is still starting)."""
+
+    status = 503
+
+
 class Unauthorized(StableCoreError):
     """The request carries no valid access token."""
 

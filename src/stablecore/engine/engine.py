@@ -19,7 +19,7 @@ from stablecore.config import Settings
 from stablecore.engine.catalog import Catalog
 from stablecore.engine.local import WorkerProcess, detect_devices, exit_cause
 from stablecore.engine.scheduler import WorkerView, plan
-from stablecore.errors import Conflict, InvalidParams, NotFound, StableCoreError
+from stablecore.errors import Conflict, InvalidParams, NotFound, NotReady, StableCoreError
 from stablecore.manager import Manager
 from stablecore.store import Job, JobState, QueuedJob, Store, new_id
 
@@ -125,7 +125,7 @@ class Engine:
         try:
             await asyncio.wait_for(self.ready.wait(), timeout)
         except TimeoutError:
-            raise StableCoreError("no worker has started yet; try again shortly") from None
+            raise NotReady("no worker has started yet; try again shortly") from None
 
     # --- client actions ---------------------------------------------------------------------
     def submit(self, spec: str, params: dict[str, Any], inputs: dict[str, Any],
