@@ -3,7 +3,8 @@
 The tiny random model from `stable-core sd make-tiny`, 20 steps, Euler. Rounds alternate: one
 direct call, then one job submitted over HTTP and awaited over SSE (its PNG, parameters and
 previews written as usual). Prints seconds per image for each and their ratio (target <= 1.05).
-Prints figures, asserts nothing. Run: `.venv/bin/python bench/sd_cpu.py [--size 128 --runs 10]`.
+Prints figures, asserts nothing. Run: `.venv/bin/python bench/sd_cpu.py [--size 128 --runs 10]`;
+`--threads 1` keeps torch to one core in both processes, leaving the other to the server.
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--runs", type=int, default=10, help="timed rounds after one warm-up")
     ap.add_argument("--preview-every", type=int, default=5, help="server previews (0 = off)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads in both processes (0 = torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models"
@@ -49,9 +54,11 @@ def main() -> None:
         # 2. the same through the server: one CPU worker, the model warm after the first job
         params = {"prompt": PROMPT, "model": "tiny-sd", "width": args.size, "height": args.size,
                   "steps": args.steps, "guidance_scale": 7.0, "scheduler": "euler"}
-        with ServerProcess(Path(tmp) / "data", sd_models_dir=models,
-                           sd_preview_every=args.preview_every) as server, \
-                server.client() as client:
+        server = ServerProcess(Path(tmp) / "data", sd_models_dir=models,
+                               sd_preview_every=args.preview_every)
+        if args.threads:
+            server.env["OMP_NUM_THREADS"] = str(args.threads)  # the worker's torch threads
+        with server, server.client() as client:
 
             def served(seed: int) -> float:
                 start = time.perf_counter()
