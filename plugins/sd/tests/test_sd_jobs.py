@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,7 @@ def test_txt2img_writes_a1111_parameters(client: Client, tmp_path: Path) -> None
     assert text.splitlines() == [
         "a red fox", "Negative prompt: blurry",
         "Steps: 4, Sampler: Euler a, CFG scale: 6.5, Seed: 7, Size: 32x32, Model: tiny-sd, "
-        "Version: stable-core sd 0.1.0"]
+        f"Version: stable-core sd {version('stablecore-sd')}"]
     png = client.download(job["outputs"]["image"]["id"], tmp_path)
     with PIL.Image.open(png) as im:
         assert im.size == (32, 32)
