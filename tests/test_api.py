@@ -115,6 +115,13 @@ def test_image_input_upload_and_png_parameters(client: Client, png: Path, tmp_pa
     assert again["sha256"] == art["sha256"] and again["id"] != art["id"]
 
 
+def test_a_job_may_write_its_own_png_parameters(client: Client, tmp_path: Path) -> None:
+    job = client.run("testing.tagged")
+    image = PIL.Image.open(client.download(job["outputs"]["image"]["id"], tmp_path / "t.png"))
+    assert image.text["parameters"] == "my own words\nSteps: 3, Sampler: Euler, Seed: 5"
+    assert '"job": "testing.tagged"' in image.text["stablecore"]
+
+
 def test_several_outputs_of_every_kind(client: Client, tmp_path: Path,
                                        server: ServerProcess) -> None:
     job = client.run("testing.several", {"size": 16, "prompt": "a red fox", "seed": 3})

@@ -53,6 +53,13 @@ def test_run_parses_values_and_reports_failures(stablecore_server: ServerProcess
     assert cli(stablecore_server, "run", "testing.echo", "novalue").returncode == 1
 
 
+def test_run_downloads_every_item_of_a_list_output(stablecore_server: ServerProcess,
+                                                   tmp_path: Path) -> None:
+    result = cli(stablecore_server, "run", "testing.frames", "n=3", "-o", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert len(list(tmp_path.glob("*_testing.frames.png"))) == 3
+
+
 def test_jobs_list_show_cancel(stablecore_server: ServerProcess) -> None:
     with stablecore_server.client() as c:
         job = c.submit("testing.sleep", {"seconds": 60, "steps": 600})

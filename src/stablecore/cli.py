@@ -149,9 +149,9 @@ def run(
         if result["state"] != "succeeded":
             raise fail(f"job {result['id']} {result['state']}: {result.get('error')}")
         out.mkdir(parents=True, exist_ok=True)
-        for name, art in (result["outputs"] or {}).items():
-            path = c.download(art["id"], out)
-            console.print(f"{name}: {path}")
+        for name, refs in (result["outputs"] or {}).items():
+            for art in refs if isinstance(refs, list) else [refs]:  # a list output: each item
+                console.print(f"{name}: {c.download(art['id'], out)}")
 
 
 @jobs_app.command("list")

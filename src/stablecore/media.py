@@ -117,7 +117,9 @@ def write_output(kind: str, value: Any, dest: Path, spec: str, params: dict[str,
         if not isinstance(value, PIL.Image.Image):
             raise TypeError(f"{kind} output must be a PIL image, got {type(value).__name__}")
         info = PIL.PngImagePlugin.PngInfo()
-        info.add_text("parameters", a1111_parameters(spec, params))
+        # A job may write its own A1111 text on the image (`image.info["parameters"]`).
+        own = value.info.get("parameters")
+        info.add_text("parameters", own if isinstance(own, str) else a1111_parameters(spec, params))
         info.add_text("stablecore", json.dumps({"job": spec, "params": params}, default=str))
         path = dest.with_suffix(".png")
         # Fast zlib level and Huffman-only strategy: a 4K frame in ~0.6 s instead of seconds.

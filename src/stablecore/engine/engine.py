@@ -34,6 +34,8 @@ class Running:
 
     worker: str
     deadline: float
+    spec: str
+    session_id: str
     kill_at: float | None = None
     kill_state: JobState | None = None
     kill_reason: str | None = None
@@ -196,7 +198,8 @@ class Engine:
         now = time.monotonic()
         payload = []
         for job in jobs:
-            self.running[job.id] = Running(worker.name, now + (job.timeout or 1e12))
+            self.running[job.id] = Running(worker.name, now + (job.timeout or 1e12), job.spec,
+                                           job.session_id)
             inputs = {}
             for key, ref in job.inputs.items():
                 refs = [self._input_file(i) for i in (ref if isinstance(ref, list) else [ref])]
@@ -246,9 +249,9 @@ class Engine:
         art_id = None
         now = time.monotonic()
         for job_id in msg["ids"]:
-            if job_id not in self.running:
+            job = self.running.get(job_id)  # no database read: progress can be frequent
+            if job is None:
                 continue
-            job = self.store.get_job(job_id)
             if preview is not None and art_id is None:
                 art_id = self.store.add_artifact(
                     Path(preview["path"]), preview["sha256"], "preview", preview["mime"],

@@ -131,3 +131,10 @@ def stack(images: list[Image]) -> Image:
         out.paste(image.convert("RGB"), (x, 0))
         x += image.width
     return out
+
+
+@job(description="An image that carries its own A1111 parameters text.")
+def tagged(text: str = "my own words\nSteps: 3, Sampler: Euler, Seed: 5") -> Image:
+    image = PIL.Image.new("RGB", (4, 4))
+    image.info["parameters"] = text
+    return image
