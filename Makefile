@@ -7,8 +7,8 @@ APT     := $(shell grep -v '^\#' .ci/apt-packages.txt 2>/dev/null)
 
 .PHONY: run test setup setup-dev system-deps web lint bench
 
-run: setup web  ## start the server on http://127.0.0.1:5000 with ./data
-	$(VENV)/bin/stable-core serve --data-dir ./data
+run: setup web  ## start the server on http://127.0.0.1:5000 with ./data (see `stable-core config`)
+	$(VENV)/bin/stable-core serve
 
 test: setup-dev web  ## lint, then the whole test suite
 	$(VENV)/bin/ruff check .

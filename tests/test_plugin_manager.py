@@ -10,9 +10,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -84,6 +87,7 @@ class World:
     python: Path
     env: dict[str, str]
     data: Path
+    site: ThreadingHTTPServer  # serves the plugin index
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(self.python), "-m", "stablecore", "plugin", *args],
@@ -121,16 +125,22 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     (root / "repos/evil/src/sc_evil/passwd").symlink_to("/etc/passwd")
     git("add", ".", cwd=root / "repos/evil")
     git("commit", "-q", "-m", "a link out", cwd=root / "repos/evil")
-    index = root / "index.json"
+    index = root / "site" / "index.json"  # served over HTTP on 127.0.0.1 below
+    index.parent.mkdir()
     index.write_text(json.dumps({"plugins": [
         {"name": "gamma", "source": (root / "repos/gamma").as_uri(),
          "description": "Gamma rays for your pixels", "topics": ["colour"]}]}))
+    site = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler,
+                                                          directory=str(index.parent)))
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    index_url = f"http://127.0.0.1:{site.server_port}/index.json"
     data = root / "data"
     env = {**os.environ, "STABLECORE_DATA_DIR": str(data), "COLUMNS": "250",
            "STABLECORE_UV_ARGS": f"--no-index,--find-links,{wheels},--no-build-isolation",
-           "STABLECORE_PLUGIN_INDEXES": f"{index},http://127.0.0.1:9/index.json",
+           "STABLECORE_PLUGIN_INDEXES": f"{index_url},http://127.0.0.1:9/index.json",
            "STABLECORE_PLUGIN_INDEX_GITHUB": "false", "STABLECORE_PORT": "9"}
-    yield World(root, Path(sys.executable), env, data)
+    yield World(root, Path(sys.executable), env, data, site)
+    site.shutdown()
     subprocess.run([uv.find_uv_bin(), "pip", "uninstall", "--python", sys.executable,
                     *TEST_DISTS], capture_output=True)
 
@@ -241,6 +251,10 @@ def test_index_search_info_and_install_by_name(world: World) -> None:
     world.ok("install", "gamma")
     assert world.registry()["gamma"]["source"] == world.repo("gamma").as_uri()
     world.ok("remove", "gamma")
+    world.site.shutdown()  # offline now: search answers from the cache, and says so
+    world.site.server_close()
+    offline = world.ok("search", "gamma")
+    assert "gamma" in offline.stdout and "using 1 cached entries" in offline.stderr
 
 
 def test_new_plugin_runs_through_a_real_server(world: World) -> None:
