@@ -25,14 +25,23 @@ def client(server: ServerProcess) -> Iterator[Client]:
         yield c
 
 
-def wait_worker_idle(client: Client, timeout: float = 30) -> dict:
+def wait_worker(client: Client, state: str, timeout: float = 30) -> dict:
+    """The (only) worker once it is in `state`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         (worker,) = client.workers()
-        if worker["state"] == "idle":
+        if worker["state"] == state:
             return worker
-        time.sleep(0.05)
-    raise TimeoutError("worker did not come back")
+        time.sleep(0.02)
+    raise TimeoutError(f"worker never became {state}")
+
+
+def wait_worker_idle(client: Client) -> dict:
+    return wait_worker(client, "idle")
+
+
+def wait_busy(client: Client) -> dict:
+    return wait_worker(client, "busy")
 
 
 @pytest.mark.parametrize("how, cause", [
@@ -78,16 +87,6 @@ def test_cancel_a_hung_job_kills_the_worker_after_the_grace_period(client: Clien
     assert client.wait(job["id"])["state"] == "cancelled"
     assert wait_worker_idle(client)["pid"] != pid
     assert client.run("testing.echo")["state"] == "succeeded"
-
-
-def wait_busy(client: Client) -> dict:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        (worker,) = client.workers()
-        if worker["state"] == "busy":
-            return worker
-        time.sleep(0.02)
-    raise TimeoutError("worker never got busy")
 
 
 def test_compatible_jobs_run_as_one_batch(client: Client) -> None:
