@@ -89,6 +89,16 @@ def test_cancel_a_hung_job_kills_the_worker_after_the_grace_period(client: Clien
     assert client.run("testing.echo")["state"] == "succeeded"
 
 
+def test_the_next_job_runs_while_outputs_are_written(client: Client) -> None:
+    wait_worker_idle(client)
+    big = client.submit("testing.noise", {"size": 2048})
+    small = client.submit("testing.echo", {"text": "meanwhile"})
+    events = {e["type"]: e["seq"] for e in client.events(big["id"])}
+    small_events = {e["type"]: e["seq"] for e in client.events(small["id"])}
+    assert small_events["job.started"] < events["job.succeeded"]  # overlapped the PNG encode
+    assert client.job(big["id"])["state"] == "succeeded"
+
+
 def test_compatible_jobs_run_as_one_batch(client: Client) -> None:
     blocker = client.submit("testing.sleep", {"seconds": 0.5, "steps": 2})
     jobs = [client.submit("testing.batched", {"value": i, "size": 8}) for i in range(5)]

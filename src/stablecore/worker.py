@@ -18,6 +18,8 @@ import shutil
 import sys
 import threading
 import traceback
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -95,6 +97,7 @@ class Worker:
         self.jobs_done = 0
         self.only = only
         self.process = psutil.Process()
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="outputs")  # keeps their order
 
     def hello(self) -> None:
         eps = None
@@ -116,13 +119,19 @@ class Worker:
                 "rss_mb": self.process.memory_info().rss / 2**20}
 
     def run(self, msg: dict[str, Any]) -> list[dict[str, Any]]:
-        """Run one job, or a batch of jobs of one spec; return each one's outcome message."""
+        """Run one job, or a batch of jobs of one spec.
+
+        Returns the outcome messages of jobs that already ended; jobs with outputs report
+        from the writer thread once their files are written, so the next job's compute
+        overlaps this one's PNG encoding.
+        """
         jobs = msg["jobs"]
         ids = [j["id"] for j in jobs]
         spec = self.specs[jobs[0]["spec"]]
         self.log_handler.ids = ids
         scratch = self.tmpdir / f"scratch_{ids[0]}"  # the job's ctx.tmpdir, removed after it
         scratch.mkdir(parents=True, exist_ok=True)
+        self.jobs_done += len(ids)
         try:
             # 1. validate params and load inputs
             calls = [self._arguments(spec, j) for j in jobs]
@@ -137,27 +146,43 @@ class Worker:
             else:
                 args = calls[0]
                 results = [spec.fn(ctx, **args) if spec.takes_ctx else spec.fn(**args)]
-            # 3. write outputs
-            outcomes = []
+        except BaseException as e:
+            shutil.rmtree(scratch, ignore_errors=True)
+            self.inbox.cancelled.difference_update(ids)
+            if isinstance(e, JobCancelled):
+                return [{"t": "cancelled", "id": i} for i in ids]
+            traceback.print_exc()
+            return [{"t": "failed", "id": i, "error": describe_error(e)} for i in ids]
+        # 3. write outputs: in the background when there are files to write
+        finish = partial(self._finish, spec, jobs, results, ctx.resolved, scratch)
+        if not spec.outputs:
+            return finish()
+        self.writer.submit(lambda: self.channel.send(*finish()))
+        return []
+
+    def _finish(self, spec: JobSpec, jobs: list[dict[str, Any]], results: list[Any],
+                resolved: dict[int, dict[str, Any]], scratch: Path) -> list[dict[str, Any]]:
+        """Write each job's outputs (with the params it resolved); its outcome message."""
+        outcomes = []
+        try:
             for index, (job, result) in enumerate(zip(jobs, results, strict=True)):
                 if job["id"] in self.inbox.cancelled:
                     outcomes.append({"t": "cancelled", "id": job["id"]})
                     continue
-                params = {**job["params"], **ctx.resolved.get(index, {})}
-                outputs = self._write_outputs(spec, job["id"], params, result)
+                params = {**job["params"], **resolved.get(index, {})}
+                try:
+                    outputs = self._write_outputs(spec, job["id"], params, result)
+                except BaseException as e:
+                    traceback.print_exc()
+                    outcomes.append({"t": "failed", "id": job["id"],
+                                     "error": describe_error(e)})
+                    continue
                 outcomes.append({"t": "done", "id": job["id"], "outputs": outputs,
                                  "params": params})
-            return outcomes
-        except JobCancelled:
-            return [{"t": "cancelled", "id": i} for i in ids]
-        except BaseException as e:
-            error = describe_error(e)
-            traceback.print_exc()
-            return [{"t": "failed", "id": i, "error": error} for i in ids]
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-            self.jobs_done += len(ids)
-            self.inbox.cancelled.difference_update(ids)
+            self.inbox.cancelled.difference_update(j["id"] for j in jobs)
+        return outcomes
 
     def _arguments(self, spec: JobSpec, job: dict[str, Any]) -> dict[str, Any]:
         assert spec.params_model is not None

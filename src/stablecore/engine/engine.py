@@ -103,7 +103,7 @@ class Engine:
         for name, worker in self.workers.items():
             if not name.startswith("w-"):
                 worker.reload_pending = True
-            if worker.reload_pending and worker.state == "idle":
+            if worker.reload_pending and worker.state == "idle" and not worker.jobs:
                 self.spawn(self._recycle(worker))
 
     async def stop(self) -> None:
@@ -183,7 +183,8 @@ class Engine:
 
     # --- dispatch ---------------------------------------------------------------------------
     def dispatch(self) -> None:
-        idle = [w for w in self.workers.values() if w.state == "idle"]
+        idle = [w for w in self.workers.values()
+                if w.state == "idle" and not self._wants_recycle(w)]
         if not idle:
             return
         queue = self.store.queued(QUEUE_LOOKAHEAD + self.settings.batch_max)
@@ -206,7 +207,8 @@ class Engine:
                 inputs[key] = refs if isinstance(ref, list) else refs[0]
             payload.append({"id": job.id, "spec": job.spec, "params": job.params,
                             "inputs": inputs})
-        worker.state, worker.jobs = "busy", [j.id for j in jobs]
+        worker.state = "busy"
+        worker.jobs += [j.id for j in jobs]
         worker.send({"t": "run", "jobs": payload})
 
     def _input_file(self, artifact_id: str) -> dict[str, str]:
@@ -230,11 +232,8 @@ class Engine:
         elif kind == "idle":
             worker.cache = msg["cache"]
             worker.stats = {k: msg[k] for k in ("loads", "hits", "jobs_done", "rss_mb")}
-            worker.state, worker.jobs = "idle", []
-            if worker.reload_pending or self._should_recycle(worker):
-                self.spawn(self._recycle(worker))
-            else:
-                self.dispatch()
+            worker.state = "idle"  # its last jobs may still be writing their outputs
+            self._next(worker)
         elif kind == "progress":
             self._on_progress(msg)
         elif kind == "log":
@@ -243,6 +242,8 @@ class Engine:
                     self.store.emit("job.log", job_id, level=msg["level"], msg=msg["msg"])
         elif kind in ("done", "failed", "cancelled"):
             self._on_outcome(worker, msg)
+            if worker.state == "idle" and not worker.jobs and self._wants_recycle(worker):
+                self.spawn(self._recycle(worker))
 
     def _on_progress(self, msg: dict[str, Any]) -> None:
         preview = msg.get("preview")
@@ -265,8 +266,17 @@ class Engine:
                 with self.store.transaction():
                     self.store.emit("job.progress", job_id, job.session_id, **state)
 
+    def _next(self, worker: WorkerProcess) -> None:
+        """An idle worker gets work, or is recycled once nothing of it is pending."""
+        if not self._wants_recycle(worker):
+            self.dispatch()
+        elif worker.state == "idle" and not worker.jobs:
+            self.spawn(self._recycle(worker))
+
     def _on_outcome(self, worker: WorkerProcess, msg: dict[str, Any]) -> None:
         job_id = msg["id"]
+        if job_id in worker.jobs:
+            worker.jobs.remove(job_id)
         if self.running.pop(job_id, None) is None:
             return  # already settled (e.g. killed after grace)
         self.progress.pop(job_id, None)
@@ -324,10 +334,11 @@ class Engine:
         if not self._stopping:
             await worker.start(self._on_message, self._on_exit)
 
-    def _should_recycle(self, worker: WorkerProcess) -> bool:
-        s = self.settings
-        return bool((s.worker_max_jobs and worker.stats["jobs_done"] >= s.worker_max_jobs)
-                    or (s.worker_max_rss_mb and worker.stats["rss_mb"] > s.worker_max_rss_mb))
+    def _wants_recycle(self, worker: WorkerProcess) -> bool:
+        s, stats = self.settings, worker.stats
+        return bool(worker.reload_pending
+                    or (s.worker_max_jobs and stats.get("jobs_done", 0) >= s.worker_max_jobs)
+                    or (s.worker_max_rss_mb and stats.get("rss_mb", 0) > s.worker_max_rss_mb))
 
     async def _recycle(self, worker: WorkerProcess) -> None:
         worker.reload_pending = False

@@ -138,3 +138,9 @@ def tagged(text: str = "my own words\nSteps: 3, Sampler: Euler, Seed: 5") -> Ima
     image = PIL.Image.new("RGB", (4, 4))
     image.info["parameters"] = text
     return image
+
+
+@job(description="A large noise image: slow to encode as PNG.")
+def noise(size: int = Field(1024, ge=8, le=8192), seed: int = 0) -> Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    return PIL.Image.fromarray(pixels)
