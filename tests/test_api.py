@@ -106,8 +106,16 @@ def test_unknown_job_malformed_json_and_unknown_ids(http: httpx.Client) -> None:
 def test_image_input_upload_and_png_parameters(client: Client, png: Path, tmp_path: Path) -> None:
     art = client.upload(png)
     assert (art["kind"], art["mime"], art["size"]) == ("image", "image/png", png.stat().st_size)
+    hits = client.workers()[0]["decoded_hits"]
     job = client.run("testing.invert", inputs={"image": art["id"]})
     assert job["state"] == "succeeded", job["error"]
+    # the output stays decoded in the worker: chaining it skips the PNG decode
+    chained = client.run("testing.invert", inputs={"image": job["outputs"]["image"]["id"]})
+    rerun = client.run("testing.invert", inputs={"image": art["id"]})
+    assert chained["state"] == rerun["state"] == "succeeded"
+    assert client.workers()[0]["decoded_hits"] == hits + 2
+    twice = PIL.Image.open(client.download(chained["outputs"]["image"]["id"], tmp_path / "2.png"))
+    assert twice.getpixel((0, 0)) == (10, 200, 30)  # inverted back: the cached copy was intact
     result = PIL.Image.open(client.download(job["outputs"]["image"]["id"], tmp_path / "r.png"))
     assert result.getpixel((0, 0)) == (245, 55, 225)
     assert result.text["parameters"].endswith("Job: testing.invert")

@@ -56,6 +56,8 @@ def estimate_mb(value: Any) -> float:
     """Bytes held by arrays or torch modules, found by duck typing (the core imports no torch)."""
     if hasattr(value, "nbytes"):
         return float(value.nbytes) / 2**20
+    if hasattr(value, "getbands") and hasattr(value, "size"):  # a PIL image
+        return value.size[0] * value.size[1] * len(value.getbands()) / 2**20
     params = getattr(value, "parameters", None)
     if callable(params):
         try:

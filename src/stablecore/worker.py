@@ -34,6 +34,7 @@ from stablecore.media import read_input, sha256_file, write_output
 from stablecore.spec import ENTRY_POINT_GROUP, JobSpec, discover
 
 PREVIEW_SIZE = 256
+DECODED_MB = 1024
 
 
 class Channel:
@@ -88,6 +89,8 @@ class Worker:
         self.name, self.device, self.tmpdir = name, device, tmpdir
         self.channel, self.inbox = channel, inbox
         self.cache = ModelCache(cache_mb)
+        self.decoded = ModelCache(DECODED_MB)  # decoded input images, by sha256
+        self.decoded_lock = threading.Lock()
         self.specs: dict[str, JobSpec] = {}
         self.log = logging.getLogger(f"stablecore.job.{name}")
         self.log.setLevel(logging.INFO)
@@ -115,7 +118,8 @@ class Worker:
 
     def status(self) -> dict[str, Any]:
         return {"t": "idle", "cache": self.cache.describe(), "loads": self.cache.loads,
-                "hits": self.cache.hits, "jobs_done": self.jobs_done,
+                "hits": self.cache.hits, "decoded_hits": self.decoded.hits,
+                "jobs_done": self.jobs_done,
                 "rss_mb": self.process.memory_info().rss / 2**20}
 
     def run(self, msg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -194,10 +198,25 @@ class Worker:
         for name, inp in spec.inputs.items():
             ref = job["inputs"].get(name)
             if inp.many:
-                args[name] = [read_input(inp.kind, Path(r["path"])) for r in ref or []]
+                args[name] = [self._input(inp.kind, r) for r in ref or []]
             else:
-                args[name] = read_input(inp.kind, Path(ref["path"])) if ref else None
+                args[name] = self._input(inp.kind, ref) if ref else None
         return args
+
+    def _input(self, kind: str, ref: dict[str, str]) -> Any:
+        """An input's value. Decoded images stay in an LRU by content, so a re-run with other
+        params, or the next job of a chain, skips the PNG decode; each job gets a copy."""
+        if kind != "image":
+            return read_input(kind, Path(ref["path"]))
+        with self.decoded_lock:  # the writer thread adds outputs to it
+            image = self.decoded.get(ref["sha256"], lambda: read_input(kind, Path(ref["path"])))
+            return image.copy()
+
+    def _remember(self, kind: str, value: Any, facts: dict[str, Any]) -> None:
+        """Keep an image output decoded: a following job on this worker may take it as input."""
+        if kind == "image" and value.mode in ("RGB", "RGBA"):
+            with self.decoded_lock:
+                self.decoded.get(facts["sha256"], lambda: value)
 
     def _context(self, spec: JobSpec, ids: list[str], scratch: Path) -> Context:
         def report(step: int, total: int, preview: Any) -> None:
@@ -235,8 +254,11 @@ class Worker:
                     raise TypeError(f"output {name!r} must be a list, got {type(value).__name__}")
                 outputs[name] = [write_output(kind, v, dest.with_name(f"{dest.name}_{i:04d}"),
                                               spec.full_name, params) for i, v in enumerate(value)]
+                for v, facts in zip(value, outputs[name], strict=True):
+                    self._remember(kind, v, facts)
             else:
                 outputs[name] = write_output(kind, value, dest, spec.full_name, params)
+                self._remember(kind, value, outputs[name])
         return outputs
 
 

@@ -213,7 +213,8 @@ class Engine:
 
     def _input_file(self, artifact_id: str) -> dict[str, str]:
         art = self.store.get_artifact(artifact_id)
-        return {"path": str(self.store.artifact_file(art)), "kind": art.kind}
+        return {"path": str(self.store.artifact_file(art)), "kind": art.kind,
+                "sha256": art.sha256}
 
     # --- what workers report ----------------------------------------------------------------
     def _on_message(self, worker: WorkerProcess, msg: dict[str, Any]) -> None:
@@ -231,7 +232,8 @@ class Engine:
             self.ready.set()
         elif kind == "idle":
             worker.cache = msg["cache"]
-            worker.stats = {k: msg[k] for k in ("loads", "hits", "jobs_done", "rss_mb")}
+            worker.stats = {k: msg[k] for k in ("loads", "hits", "decoded_hits", "jobs_done",
+                                                "rss_mb")}
             worker.state = "idle"  # its last jobs may still be writing their outputs
             self._next(worker)
         elif kind == "progress":
