@@ -212,6 +212,29 @@ def test_upload_image_as_input(ui: Page, stablecore_client: Client, tmp_path: Pa
     ui.assert_clean()
 
 
+def test_a_list_input_takes_several_files_in_order(ui: Page, stablecore_client: Client,
+                                                   tmp_path: Path) -> None:
+    small = gradient_png(tmp_path / "small.png", size=16)
+    large = gradient_png(tmp_path / "large.png", size=32)
+    ui.open()
+    ui.pick("testing.stack")
+    field = '[data-field="inputs.images"]'
+    ui.page.set_input_files(f"{field} input[type=file]", [small, large])
+    expect(ui.page.locator(f"{field} .caption")).to_have_text(
+        "2 × image · drop or click to add more")
+    ui.page.set_input_files(f"{field} input[type=file]", small)  # one more, appended
+    expect(ui.page.locator(f"{field} .dropzone img")).to_have_count(3)
+    job = ui.submit()
+    assert len(job["inputs"]["images"]) == 3
+    done = stablecore_client.wait(job["id"])
+    assert done["state"] == "succeeded", done["error"]
+    out = stablecore_client.download(done["outputs"]["image"]["id"], tmp_path / "out.png")
+    assert PIL.Image.open(out).size == (16 + 32 + 16, 32)
+    ui.page.click(f"{field} button[aria-label='Remove images']")
+    expect(ui.page.locator(f"{field} .dropzone img")).to_have_count(0)
+    ui.assert_clean()
+
+
 def test_cancel_a_running_job(ui: Page) -> None:
     ui.open()
     ui.pick("testing.sleep")

@@ -24,7 +24,12 @@ export type Schema = {
   [key: string]: unknown;
 };
 
-export interface InputSpec { kind: string; required: boolean; description: string | null }
+export interface InputSpec {
+  kind: string;
+  required: boolean;
+  description: string | null;
+  many?: boolean; // a list input: several artifacts, in order
+}
 
 export interface Spec {
   name: string;

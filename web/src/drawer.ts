@@ -114,8 +114,7 @@ export class Drawer {
       this.fields.get(`params.${name}`)?.set(value);
     }
     for (const [name, ref] of Object.entries(inputs)) {
-      // the form picks one artifact per input; a list input gets its first item back
-      this.fields.get(`inputs.${name}`)?.set(Array.isArray(ref) ? ref[0] : ref);
+      this.fields.get(`inputs.${name}`)?.set(ref);
     }
   }
 
@@ -186,12 +185,12 @@ export class Drawer {
 
   private values(): Values {
     const params: Record<string, unknown> = {};
-    const inputs: Record<string, string> = {};
+    const inputs: Record<string, string | string[]> = {};
     for (const [key, field] of this.fields) {
       const value = field.value();
       if (value === undefined) continue;
       const [where, name] = [key.slice(0, key.indexOf(".")), key.slice(key.indexOf(".") + 1)];
-      if (where === "inputs") inputs[name] = value as string;
+      if (where === "inputs") inputs[name] = value as string | string[];
       else params[name] = value;
     }
     return { params, inputs };

@@ -1,5 +1,6 @@
 // A media input of the drawer: upload by click, drag-and-drop or paste, or pick a previous
-// output from the session. Its value is an artifact id.
+// output from the session. Its value is an artifact id, or for a list input (`many`) the ids
+// of the artifacts added so far, in order.
 
 import type { App } from "./app";
 import type { Artifact, InputSpec } from "./api";
@@ -18,11 +19,12 @@ export interface MediaField extends Field {
 
 export function mediaField(app: App, name: string, spec: InputSpec): MediaField {
   const key = `inputs.${name}`;
-  let current: Artifact | null = null;
+  const many = spec.many === true;
+  let current: Artifact[] = [];
   let ticket = 0;  // a newer choice wins over a slower, older one
   const errorEl = h("div", { class: "field-error", role: "alert" });
   const picker = h("input", { type: "file", accept: MEDIA_ACCEPT[spec.kind] ?? "", hidden: true,
-                              "aria-label": `Upload ${name}` });
+                              multiple: many, "aria-label": `Upload ${name}` });
   const zone = h("div", { class: "dropzone", tabIndex: 0, role: "button",
                           "aria-label": `${name}: drop, paste or click to upload` });
   const clear = h("button", { class: "icon", type: "button", title: "Remove",
@@ -30,7 +32,8 @@ export function mediaField(app: App, name: string, spec: InputSpec): MediaField 
   const el = h("div", { class: "field field-media", "data-field": key },
     h("div", { class: "field-head" },
       h("label", null, name, spec.required ? h("b", null, " *") : null),
-      h("span", { class: "field-meta" }, spec.kind, spec.required ? "" : " · optional"),
+      h("span", { class: "field-meta" }, spec.kind, many ? " list" : "",
+        spec.required ? "" : " · optional"),
       h("button", { class: "link", type: "button", onclick: () => pickFromSession() },
         "from gallery…"),
       clear),
@@ -40,15 +43,19 @@ export function mediaField(app: App, name: string, spec: InputSpec): MediaField 
 
   const field: MediaField = {
     key, el, kind: spec.kind,
-    value: () => current?.id,
-    empty: () => current === null,
+    value: () => (current.length === 0 ? undefined
+      : many ? current.map((a) => a.id) : current[0].id),
+    empty: () => current.length === 0,
     accepts: (kind) => accepts(spec.kind, kind),
     setArtifact: (art) => show(art),
     set: (v) => {
-      if (typeof v !== "string") return show(null);
+      const ids = (Array.isArray(v) ? v : [v]).filter((x): x is string => typeof x === "string");
+      show(null);
+      if (ids.length === 0) return;
       const mine = ++ticket;
-      app.api.artifact(v).then((art) => mine === ticket && show(art),
-                               () => mine === ticket && show(null));
+      Promise.all(ids.map((id) => app.api.artifact(id))).then(
+        (arts) => mine === ticket && arts.forEach((art) => show(art)),
+        () => mine === ticket && show(null));
     },
     error(message) {
       el.classList.toggle("invalid", !!message);
@@ -62,28 +69,40 @@ export function mediaField(app: App, name: string, spec: InputSpec): MediaField 
       try {
         const art = await app.api.upload(file, file.name || "pasted");
         if (!accepts(spec.kind, art.kind)) {
-          show(null);
-          field.error(`${name} needs ${article(spec.kind)} ${spec.kind}; `
-                      + `${file.name || "that file"} is ${art.kind}`);
+          refused(`${name} needs ${article(spec.kind)} ${spec.kind}; `
+                  + `${file.name || "that file"} is ${art.kind}`);
           return;
         }
         show(art);
       } catch (e) {
-        show(null);
-        field.error(e instanceof ApiError ? e.message : `upload failed: ${e}`);
+        refused(e instanceof ApiError ? e.message : `upload failed: ${e}`);
       }
     },
   };
 
+  /** A refused upload: a single input empties, a list keeps what it had; then the error. */
+  function refused(message: string): void {
+    const kept = many ? current : [];
+    show(null);
+    kept.forEach((art) => show(art));
+    field.error(message);
+  }
+
+  /** Add an artifact (a list input appends, others replace); null empties the field. */
   function show(art: Artifact | null): void {
     ++ticket;
-    current = art;
-    clear.hidden = art === null;
+    current = art === null ? [] : many ? [...current, art] : [art];
+    clear.hidden = current.length === 0;
     el.dispatchEvent(new Event("change", { bubbles: true }));  // the drawer keeps a draft
-    el.classList.toggle("filled", art !== null);
-    if (art) {
+    el.classList.toggle("filled", current.length > 0);
+    if (current.length > 0) {
       field.error(null);
-      fill(zone, renderArtifact(app.api, art), h("div", { class: "caption" }, art.name));
+      const last = current[current.length - 1];
+      fill(zone, many ? h("div", { class: "pick-grid" },
+                          current.map((a) => renderArtifact(app.api, a, true)))
+                      : renderArtifact(app.api, last),
+           h("div", { class: "caption" },
+             many ? `${current.length} × ${spec.kind} · drop or click to add more` : last.name));
     } else {
       fill(zone, h("div", { class: "placeholder" },
         h("strong", null, "Drop, paste or click"), ` to add ${article(spec.kind)} `,
@@ -111,8 +130,7 @@ export function mediaField(app: App, name: string, spec: InputSpec): MediaField 
     if (e.key === "Enter" || e.key === " ") { e.preventDefault(); picker.click(); }
   });
   picker.addEventListener("change", () => {
-    const file = picker.files?.[0];
-    if (file) void field.upload(file);
+    void uploadAll([...(picker.files ?? [])]);
     picker.value = "";
   });
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
@@ -121,10 +139,17 @@ export function mediaField(app: App, name: string, spec: InputSpec): MediaField 
     e.preventDefault();
     zone.classList.remove("over");
     const artifactId = e.dataTransfer?.getData("application/x-stablecore-artifact");
-    const file = e.dataTransfer?.files[0];
-    if (artifactId) field.set(artifactId);
-    else if (file) void field.upload(file);
+    if (artifactId) {
+      const mine = ++ticket;
+      app.api.artifact(artifactId).then((art) => mine === ticket && show(art), () => {});
+    } else {
+      void uploadAll([...(e.dataTransfer?.files ?? [])]);
+    }
   });
+
+  async function uploadAll(files: File[]): Promise<void> {
+    for (const file of many ? files : files.slice(0, 1)) await field.upload(file);  // in order
+  }
   show(null);
   return field;
 }
