@@ -221,7 +221,7 @@ def test_a_list_input_takes_several_files_in_order(ui: Page, stablecore_client: 
     field = '[data-field="inputs.images"]'
     ui.page.set_input_files(f"{field} input[type=file]", [small, large])
     expect(ui.page.locator(f"{field} .caption")).to_have_text(
-        "2 × image · drop or click to add more")
+        "2 \u00d7 image \u00b7 drop or click to add more")
     ui.page.set_input_files(f"{field} input[type=file]", small)  # one more, appended
     expect(ui.page.locator(f"{field} .dropzone img")).to_have_count(3)
     job = ui.submit()
