@@ -346,21 +346,27 @@ def test_access_token_entered_once(browser, tmp_path: Path) -> None:
 
 def test_screenshots_of_the_main_views(ui: Page, stablecore_client: Client,
                                        tmp_path: Path) -> None:
-    """Every kind of result in the gallery, the viewer and a running job, as pictures."""
+    """Real plugins' results in the gallery, the viewer and a running job, as pictures."""
     out = ROOT / "docs" if os.environ.get("STABLECORE_SCREENSHOTS") else tmp_path
     session = stablecore_client.create_session("screenshots")
-    source = gradient_png(tmp_path / "gradient.png", 256)
+    panels = PIL.Image.open(ROOT / "docs" / "example-images.png")  # docs/examples.py made it
+    scene, autumn = tmp_path / "scene.png", tmp_path / "autumn.png"
+    panels.crop((0, 0, 384, 256)).save(scene)
+    panels.crop((784, 0, 1168, 256)).save(autumn)
     for spec, params, inputs in [
-        ("testing.several", {"size": 96, "prompt": "a lighthouse at dusk", "seed": 7}, {}),
-        ("testing.invert", {}, {"image": source}),
-        ("testing.preview", {"steps": 4, "size": 128}, {}),
-        ("testing.echo", {"text": "a lighthouse at dusk, oil on canvas. ", "n": 3}, {}),
+        ("wildcards.expand", {"template": "a {red|golden} __animal__ at __time_of_day__",
+                              "n": 3, "seed": 7}, {}),
+        ("palette.extract", {"colors": 6}, {"image": autumn}),
+        ("palette.match", {"strength": 1.0}, {"image": scene, "reference": autumn}),
+        ("transform2d.transform", {"rotate": 12, "scale": 1.3, "border": "reflect"},
+         {"image": scene}),
     ]:
-        stablecore_client.run(spec, params, inputs=inputs, session=session["id"])
+        job = stablecore_client.run(spec, params, inputs=inputs, session=session["id"])
+        assert job["state"] == "succeeded", job["error"]
     ui.page.goto(ui.url)
     ui.page.evaluate("id => localStorage.setItem('stablecore.session', id)", session["id"])
     ui.open()
-    ui.pick("testing.several")
+    ui.pick("sd.txt2img")
     ui.page.fill("#f-prompt", "a lighthouse at dusk, oil on canvas")
     ui.pick("testing.sleep")
     ui.page.fill("#f-seconds", "30")
@@ -369,12 +375,13 @@ def test_screenshots_of_the_main_views(ui: Page, stablecore_client: Client,
     ui.page.wait_for_function(
         """id => Number(document.querySelector(`li.job[data-job-id="${id}"] .bar`)
                         ?.getAttribute("aria-valuenow")) >= 5""", arg=job["id"])
-    ui.pick("testing.several")  # switching jobs keeps what was typed
+    ui.pick("sd.txt2img")  # switching jobs keeps what was typed
     expect(ui.page.locator("#f-prompt")).to_have_value("a lighthouse at dusk, oil on canvas")
     ui.page.mouse.move(0, 0)
-    expect(ui.page.locator(".gallery .card")).to_have_count(8)
+    expect(ui.page.locator(".gallery .card")).to_have_count(6)
+    expect(ui.page.locator(".gallery img").last).to_have_js_property("complete", True)
     ui.page.screenshot(path=out / "screenshot-ui.png")
-    ui.page.locator(".gallery .card[data-kind=image]", has_text="testing.invert").click()
+    ui.page.locator(".gallery .card[data-kind=image]", has_text="transform2d").click()
     expect(ui.page.locator("dialog.viewer .inputs img")).to_have_js_property("complete", True)
     ui.page.screenshot(path=out / "screenshot-viewer.png")
     ui.page.keyboard.press("Escape")
