@@ -125,6 +125,22 @@ def test_timeout_and_recycling(tmp_path: Path) -> None:
         assert len(pids) >= 2  # recycled after every second job
 
 
+def test_gpu_jobs_go_to_gpu_workers(tmp_path: Path) -> None:
+    # The "cuda:0" worker runs on this CPU-only machine too; the job only reports its device.
+    with ServerProcess(tmp_path / "data", workers="cpu,cuda:0") as server, \
+            server.client() as client:
+        jobs = [client.submit("testing.device") for _ in range(4)]
+        jobs += [client.submit("testing.sleep", {"seconds": 0.2, "steps": 2}) for _ in range(2)]
+        for job in jobs:
+            assert client.wait(job["id"])["state"] == "succeeded"
+        workers = {client.job(j["id"])["worker"] for j in jobs[:4]}
+        assert workers == {"w1"}  # never the CPU worker, though it was free
+        texts = {client.http.get(f"/api/artifacts/{client.job(j['id'])['outputs']['text']['id']}").text
+                 for j in jobs[:4]}
+        assert texts == {"cuda:0"}
+        assert "w0" in {client.job(j["id"])["worker"] for j in jobs[4:]}  # others: anywhere
+
+
 def test_two_workers_route_jobs_to_the_warm_model(tmp_path: Path) -> None:
     with ServerProcess(tmp_path / "data", workers="cpu,cpu") as server, \
             server.client() as client:

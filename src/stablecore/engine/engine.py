@@ -190,9 +190,17 @@ class Engine:
         queue = self.store.queued(QUEUE_LOOKAHEAD + self.settings.batch_max)
         if not queue:
             return
-        views = [WorkerView(w.name, w.specs, w.models) for w in idle]
+        views = [WorkerView(w.name, self._runnable(w), w.models) for w in idle]
         for view, jobs in plan(queue, views, self.batch_max):
             self._run(self.workers[view.name], jobs)
+
+    def _runnable(self, worker: WorkerProcess) -> set[str]:
+        """The specs a worker may run: jobs that declare `gpu=True` go to GPU workers only,
+        when this server has any (on a CPU-only machine they run on the CPU)."""
+        if worker.device.startswith("cuda") or not any(
+                w.device.startswith("cuda") for w in self.workers.values()):
+            return worker.specs
+        return {s for s in worker.specs if not self.catalog.specs[s]["resources"]["gpu"]}
 
     def _run(self, worker: WorkerProcess, queued: list[QueuedJob]) -> None:
         jobs = self.store.claim([q.id for q in queued], worker.name)

@@ -144,3 +144,8 @@ def tagged(text: str = "my own words\nSteps: 3, Sampler: Euler, Seed: 5") -> Ima
 def noise(size: int = Field(1024, ge=8, le=8192), seed: int = 0) -> Image:
     pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
     return PIL.Image.fromarray(pixels)
+
+
+@job(description="Needs a GPU: report the device it got.", gpu=True)
+def device(ctx: Context) -> Text:
+    return ctx.device
