@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -249,6 +251,19 @@ def test_previews_are_artifacts(client: Client, http: httpx.Client) -> None:
     preview = http.get(f"/api/artifacts/{progress[-1]['data']['preview']}")
     assert preview.headers["content-type"] == "image/jpeg"
     assert PIL.Image.open(io.BytesIO(preview.content)).size == (32, 32)
+
+
+def test_the_server_imports_no_plugin_and_no_torch(server: ServerProcess) -> None:
+    assert server.proc is not None
+    maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
+    assert "libtorch" not in maps and "cv2" not in maps  # while plugins' workers have them
+    check = ("import sys; from stablecore.config import Settings; "
+             "from stablecore.server.app import create_app; create_app(Settings()); "
+             "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+             "{'torch', 'diffusers'} or m.startswith('sc_')); print(bad)")
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_workers_report_their_state(client: Client) -> None:

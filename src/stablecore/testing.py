@@ -7,6 +7,7 @@ Registered as a pytest plugin (entry point `pytest11`), so a plugin's own tests 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -15,8 +16,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
+import PIL.Image
 import pytest
 
 from stablecore.client import Client
@@ -81,6 +85,25 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def save_image(folder: Path, pixels: np.ndarray, name: str = "in.png") -> Path:
+    """An array written as an image file, ready to upload as a job input."""
+    path = folder / name
+    PIL.Image.fromarray(pixels).save(path)
+    return path
+
+
+def fetch_image(client: Client, ref: dict, folder: Path) -> np.ndarray:
+    """An image output (a ref from a job's `outputs`) downloaded and read as an array."""
+    path = client.download(ref["id"], folder / f"{ref['id']}.png")
+    with PIL.Image.open(path) as im:
+        return np.asarray(im)
+
+
+def fetch_json(client: Client, ref: dict, folder: Path) -> Any:
+    """A Numbers (or other JSON) output downloaded and parsed."""
+    return json.loads(client.download(ref["id"], folder / f"{ref['id']}.json").read_text())
 
 
 @pytest.fixture(scope="module")

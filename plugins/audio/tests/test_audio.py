@@ -4,7 +4,6 @@ values, every promised format reads, and bad input is refused clearly."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,8 @@ import PIL.Image
 import pytest
 import soundfile as sf
 
-from stablecore.client import ApiError, Client
+from stablecore.client import ApiError
+from stablecore.testing import fetch_json
 
 # The worker imports librosa on the first audio job (seconds; longer on a cold cache).
 pytestmark = pytest.mark.timeout(300)
@@ -41,10 +41,6 @@ def save(tmp_path: Path, y: np.ndarray, name: str) -> Path:
     return path
 
 
-def fetch(client: Client, art: dict, tmp_path: Path) -> dict:
-    return json.loads(client.download(art["id"], tmp_path / f"{art['id']}.json").read_text())
-
-
 def table(doc: dict) -> dict[str, np.ndarray]:
     values = np.array(doc["values"])
     return {c: values[:, i] for i, c in enumerate(doc["columns"])}
@@ -61,14 +57,14 @@ BANDS = [[20, 250], [250, 2000], [2000, 4000], [4000, 8000]]
 def test_click_track_beats_bands_rms_and_centroid(stablecore_client, tmp_path, clicks):
     job = stablecore_client.run(SPEC, {"fps": 24, "bands": BANDS}, {"audio": clicks})
     assert job["state"] == "succeeded", job
-    doc = fetch(stablecore_client, job["outputs"]["features"], tmp_path)
+    doc = fetch_json(stablecore_client, job["outputs"]["features"], tmp_path)
     assert doc["rate"] == 24
     assert doc["columns"] == ["rms", "band_20_250", "band_250_2000", "band_2000_4000",
                               "band_4000_8000", "onset", "beat", "centroid"]
     cols = table(doc)
     assert len(cols["rms"]) == 12 * 24
 
-    beats = np.array(fetch(stablecore_client, job["outputs"]["beats"], tmp_path)["values"])
+    beats = np.array(fetch_json(stablecore_client, job["outputs"]["beats"], tmp_path)["values"])
     times = beats[:, 0]
     assert len(times) >= 18
     gaps = np.diff(times)
@@ -102,7 +98,7 @@ def test_band_energy_follows_the_tone(stablecore_client, tmp_path):
         job = stablecore_client.run(SPEC, {"bands": BANDS, "include": ["bands"]},
                                     {"audio": path})
         assert job["state"] == "succeeded", job
-        doc = fetch(stablecore_client, job["outputs"]["features"], tmp_path)
+        doc = fetch_json(stablecore_client, job["outputs"]["features"], tmp_path)
         energy = np.array(doc["values"])[5:-5].mean(axis=0)
         assert energy.argmax() == band, (hz, energy)
 
@@ -113,9 +109,9 @@ def test_compressed_formats_read(stablecore_client, tmp_path, ext):
     job = stablecore_client.run(SPEC, {"include": ["rms", "beat"], "fps": 30},
                                 {"audio": path})
     assert job["state"] == "succeeded", job
-    doc = fetch(stablecore_client, job["outputs"]["features"], tmp_path)
+    doc = fetch_json(stablecore_client, job["outputs"]["features"], tmp_path)
     assert doc["columns"] == ["rms", "beat"] and len(doc["values"]) == 6 * 30
-    times = np.array(fetch(stablecore_client, job["outputs"]["beats"],
+    times = np.array(fetch_json(stablecore_client, job["outputs"]["beats"],
                            tmp_path)["values"])[:, 0]
     assert len(times) >= 8 and np.all(np.abs(np.diff(times) - 0.5) < 0.03)
 
@@ -126,7 +122,7 @@ def test_options_range_normalize_and_pulse_decay(stablecore_client, tmp_path, cl
                                        "include": ["rms", "onset", "beat"]},
                                 {"audio": clicks})
     assert job["state"] == "succeeded", job
-    doc = fetch(stablecore_client, job["outputs"]["features"], tmp_path)
+    doc = fetch_json(stablecore_client, job["outputs"]["features"], tmp_path)
     cols = table(doc)
     assert doc["rate"] == 10 and len(cols["rms"]) == 50
     for name in ("rms", "onset"):

@@ -5,30 +5,17 @@ round-trips, and mismatched or wrong inputs get clear errors."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
-import PIL.Image
 import pytest
 from sc_flow.ops import unpack
 
-from stablecore.client import ApiError, Client
+from stablecore.client import ApiError
+from stablecore.testing import fetch_image, save_image
 
 SHIFT = (3.5, -2.25)  # (dx, dy): content moves right and up from first to second
 INNER = (slice(16, -16), slice(16, -16))
-
-
-def save(tmp_path: Path, pixels: np.ndarray, name: str) -> Path:
-    path = tmp_path / name
-    PIL.Image.fromarray(pixels).save(path)
-    return path
-
-
-def fetch_image(client: Client, art: dict, tmp_path: Path) -> np.ndarray:
-    path = client.download(art["id"], tmp_path / f"{art['id']}.png")
-    with PIL.Image.open(path) as im:
-        return np.asarray(im)
 
 
 def texture(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -52,8 +39,8 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> dict:
     a = texture(192, 256)
     b = shifted(a, *SHIFT)
     other = texture(192, 256, seed=9)
-    return {"a": a, "b": b, "other": other, "a_path": save(d, a, "a.png"),
-            "b_path": save(d, b, "b.png"), "other_path": save(d, other, "o.png")}
+    return {"a": a, "b": b, "other": other, "a_path": save_image(d, a, "a.png"),
+            "b_path": save_image(d, b, "b.png"), "other_path": save_image(d, other, "o.png")}
 
 
 @pytest.mark.parametrize("method", ["dis", "farneback"])
@@ -125,7 +112,7 @@ def test_progress_is_reported(stablecore_client, frames):
 
 
 def test_bad_input_is_refused_clearly(stablecore_client, tmp_path, frames):
-    small = save(tmp_path, frames["a"][:100, :120], "small.png")
+    small = save_image(tmp_path, frames["a"][:100, :120], "small.png")
     job = stablecore_client.run("flow.estimate", {}, {"first": frames["a_path"],
                                                       "second": small})
     assert job["state"] == "failed"

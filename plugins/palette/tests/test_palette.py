@@ -3,31 +3,14 @@ mask blend, extraction finds known colours and shares, and bad input is refused.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 import pytest
 from sc_palette.ops import to_space
 
 from stablecore.client import ApiError, Client
-
-
-def save(tmp_path: Path, pixels: np.ndarray, name: str) -> Path:
-    path = tmp_path / name
-    PIL.Image.fromarray(pixels).save(path)
-    return path
-
-
-def fetch_image(client: Client, art: dict, tmp_path: Path) -> np.ndarray:
-    path = client.download(art["id"], tmp_path / f"{art['id']}.png")
-    with PIL.Image.open(path) as im:
-        return np.asarray(im)
-
-
-def fetch_numbers(client: Client, art: dict, tmp_path: Path) -> dict:
-    return json.loads(client.download(art["id"], tmp_path / f"{art['id']}.json").read_text())
+from stablecore.testing import fetch_image, fetch_json, save_image
 
 
 def scene(seed: int, tint: tuple[float, float, float], size: int = 96) -> np.ndarray:
@@ -55,8 +38,8 @@ def distance(a: np.ndarray, b: np.ndarray) -> float:
 def pair(stablecore_client: Client, tmp_path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     src = scene(1, (0.3, 0.5, 1.0))   # bluish
     ref = scene(2, (1.0, 0.6, 0.2))   # orange
-    arts = {"image": stablecore_client.upload(save(tmp_path, src, "src.png"))["id"],
-            "reference": stablecore_client.upload(save(tmp_path, ref, "ref.png"))["id"]}
+    arts = {"image": stablecore_client.upload(save_image(tmp_path, src, "src.png"))["id"],
+            "reference": stablecore_client.upload(save_image(tmp_path, ref, "ref.png"))["id"]}
     return src, ref, arts
 
 
@@ -109,7 +92,7 @@ def test_mask_limits_the_change(stablecore_client, tmp_path, pair):
     src, _ref, arts = pair
     mask = np.zeros(src.shape[:2], np.uint8)
     mask[:, 48:] = 255
-    arts = {**arts, "mask": stablecore_client.upload(save(tmp_path, mask, "m.png"))["id"]}
+    arts = {**arts, "mask": stablecore_client.upload(save_image(tmp_path, mask, "m.png"))["id"]}
     job = stablecore_client.run("palette.match", {}, arts)
     assert job["state"] == "succeeded", job
     out = fetch_image(stablecore_client, job["outputs"]["image"], tmp_path)
@@ -126,10 +109,10 @@ def test_extract_finds_known_colours_and_shares(stablecore_client, tmp_path):
     img[80:, :72] = colours[2]      # 12 %
     img[80:, 72:] = colours[3]      # 8 %
     img = np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
-    arts = {"image": stablecore_client.upload(save(tmp_path, img, "p.png"))["id"]}
+    arts = {"image": stablecore_client.upload(save_image(tmp_path, img, "p.png"))["id"]}
     job = stablecore_client.run("palette.extract", {"colors": 4, "seed": 7}, arts)
     assert job["state"] == "succeeded", job
-    table = fetch_numbers(stablecore_client, job["outputs"]["palette"], tmp_path)
+    table = fetch_json(stablecore_client, job["outputs"]["palette"], tmp_path)
     assert table["columns"] == ["r", "g", "b", "share", "lab_l", "lab_a", "lab_b"]
     rows = np.array(table["values"])
     assert np.abs(rows[:, :3] - colours).max() < 4  # sorted by share, as the truth is
@@ -139,11 +122,11 @@ def test_extract_finds_known_colours_and_shares(stablecore_client, tmp_path):
     assert np.array_equal(swatch[10, 10], rows[0, :3].astype(np.uint8))
     # the same seed gives the same palette; lightness order sorts by L
     again = stablecore_client.run("palette.extract", {"colors": 4, "seed": 7}, arts)
-    assert fetch_numbers(stablecore_client, again["outputs"]["palette"], tmp_path) == table
+    assert fetch_json(stablecore_client, again["outputs"]["palette"], tmp_path) == table
     job = stablecore_client.run("palette.extract", {"colors": 4, "order": "lightness",
                                                      "proportional": True,
                                                      "swatch_width": 100}, arts)
-    light = np.array(fetch_numbers(stablecore_client, job["outputs"]["palette"],
+    light = np.array(fetch_json(stablecore_client, job["outputs"]["palette"],
                                    tmp_path)["values"])
     assert np.all(np.diff(light[:, 4]) >= 0)
     swatch = fetch_image(stablecore_client, job["outputs"]["swatch"], tmp_path)
@@ -158,10 +141,10 @@ def test_extract_ignores_transparent_pixels(stablecore_client, tmp_path):
     rgba[:, 20:, :3] = (0, 0, 250)
     rgba[:, 20:, 3] = 0      # the blue half is invisible
     rgba[:, :20, 3] = 255
-    arts = {"image": stablecore_client.upload(save(tmp_path, rgba, "a.png"))["id"]}
+    arts = {"image": stablecore_client.upload(save_image(tmp_path, rgba, "a.png"))["id"]}
     job = stablecore_client.run("palette.extract", {"colors": 2}, arts)
     assert job["state"] == "succeeded", job
-    rows = np.array(fetch_numbers(stablecore_client, job["outputs"]["palette"],
+    rows = np.array(fetch_json(stablecore_client, job["outputs"]["palette"],
                                   tmp_path)["values"])
     assert len(rows) == 1 and np.allclose(rows[0, :4], [250, 0, 0, 1.0], atol=1)
 
@@ -180,7 +163,7 @@ def test_bad_input_is_refused_clearly(stablecore_client, tmp_path, pair):
     job = stablecore_client.run("palette.match", {"space": "rgb", "preserve_lightness": True},
                                 arts)
     assert job["state"] == "failed" and "lab or ycrcb" in job["error"]
-    small = stablecore_client.upload(save(tmp_path, np.zeros((8, 8), np.uint8), "m.png"))
+    small = stablecore_client.upload(save_image(tmp_path, np.zeros((8, 8), np.uint8), "m.png"))
     job = stablecore_client.run("palette.match", {}, {**arts, "mask": small["id"]})
     assert job["state"] == "failed" and "mask is 8x8 but the image is 96x96" in job["error"]
 
@@ -190,7 +173,7 @@ def test_transparent_reference_pixels_are_left_out(stablecore_client, tmp_path, 
     rgba = np.dstack([ref, np.full(ref.shape[:2], 255, np.uint8)])
     rgba[:, 48:, :3] = (0, 255, 0)  # loud green, but invisible
     rgba[:, 48:, 3] = 0
-    arts = {**arts, "reference": stablecore_client.upload(save(tmp_path, rgba, "r.png"))["id"]}
+    arts = {**arts, "reference": stablecore_client.upload(save_image(tmp_path, rgba, "r.png"))["id"]}
     job = stablecore_client.run("palette.match", {"space": "rgb"}, arts)
     assert job["state"] == "succeeded", job
     out = fetch_image(stablecore_client, job["outputs"]["image"], tmp_path)

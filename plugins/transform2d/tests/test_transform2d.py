@@ -6,18 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 import pytest
 
 from stablecore.client import ApiError, Client
+from stablecore.testing import fetch_image, save_image
 
 SPEC = "transform2d.transform"
-
-
-def save(tmp_path: Path, pixels: np.ndarray, name: str = "in.png") -> Path:
-    path = tmp_path / name
-    PIL.Image.fromarray(pixels).save(path)
-    return path
 
 
 def run(client: Client, inputs: dict, params: dict | None = None) -> dict:
@@ -27,9 +21,7 @@ def run(client: Client, inputs: dict, params: dict | None = None) -> dict:
 
 
 def fetch(client: Client, job: dict, tmp_path: Path, name: str = "image") -> np.ndarray:
-    path = client.download(job["outputs"][name]["id"], tmp_path / f"{job['id']}.png")
-    with PIL.Image.open(path) as im:
-        return np.asarray(im)
+    return fetch_image(client, job["outputs"][name], tmp_path)
 
 
 def noise(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -38,20 +30,20 @@ def noise(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 
 def test_four_quarter_turns_return_the_input(stablecore_client: Client, tmp_path: Path):
     square = noise((48, 48, 3))
-    art = stablecore_client.upload(save(tmp_path, square))["id"]
+    art = stablecore_client.upload(save_image(tmp_path, square))["id"]
     for _ in range(4):  # each turn takes the previous job's output artifact as its input
         job = run(stablecore_client, {"image": art}, {"rotate": 90})
         art = job["outputs"]["image"]["id"]
     assert np.array_equal(fetch(stablecore_client, job, tmp_path), square)
 
-    one = fetch(stablecore_client, run(stablecore_client, {"image": save(tmp_path, square)},
+    one = fetch(stablecore_client, run(stablecore_client, {"image": save_image(tmp_path, square)},
                                        {"rotate": 90}), tmp_path)
     assert np.array_equal(one, np.rot90(square))  # counter-clockwise, pixel-exact
 
 
 def test_quarter_turns_with_expand_keep_every_pixel_of_a_wide_image(stablecore_client, tmp_path):
     wide = noise((30, 53, 3), seed=1)
-    art = stablecore_client.upload(save(tmp_path, wide))["id"]
+    art = stablecore_client.upload(save_image(tmp_path, wide))["id"]
     shapes = []
     for _ in range(4):
         job = run(stablecore_client, {"image": art},
@@ -65,7 +57,7 @@ def test_quarter_turns_with_expand_keep_every_pixel_of_a_wide_image(stablecore_c
 
 def test_flip_and_crop_are_exact(stablecore_client, tmp_path):
     img = noise((40, 60, 3), seed=2)
-    path = save(tmp_path, img)
+    path = save_image(tmp_path, img)
     out = fetch(stablecore_client, run(stablecore_client, {"image": path},
                                        {"flip": "horizontal"}), tmp_path)
     assert np.array_equal(out, img[:, ::-1])
@@ -94,7 +86,7 @@ def test_subpixel_translation_matches_the_shifted_pattern(stablecore_client, tmp
                                                           interpolation):
     dx, dy = 2.3, -1.55
     src = np.round(smooth(96, 80)).astype(np.uint8)
-    job = run(stablecore_client, {"image": save(tmp_path, src)},
+    job = run(stablecore_client, {"image": save_image(tmp_path, src)},
               {"translate_x": dx, "translate_y": dy, "interpolation": interpolation})
     out = fetch(stablecore_client, job, tmp_path).astype(np.float64)
     truth = smooth(96, 80, dx, dy)
@@ -109,7 +101,7 @@ def test_zoom_and_rotation_about_the_centre(stablecore_client, tmp_path):
     img = np.zeros((64, 64, 3), np.uint8)
     img[28:36, 28:36] = 255  # a centred square stays centred
     img[0:4, 0:4] = (255, 0, 0)
-    path = save(tmp_path, img)
+    path = save_image(tmp_path, img)
     out = fetch(stablecore_client, run(stablecore_client, {"image": path},
                                        {"scale": 2.0, "rotate": 30, "border": "constant",
                                         "interpolation": "nearest"}), tmp_path)
@@ -123,7 +115,7 @@ def test_zoom_and_rotation_about_the_centre(stablecore_client, tmp_path):
 
 def test_border_modes_and_fill(stablecore_client, tmp_path):
     img = noise((32, 32, 3), seed=3)
-    path = save(tmp_path, img)
+    path = save_image(tmp_path, img)
     out = fetch(stablecore_client, run(stablecore_client, {"image": path},
                                        {"translate_x": 10, "border": "constant",
                                         "fill": "#10ff20"}), tmp_path)
@@ -138,11 +130,11 @@ def test_border_modes_and_fill(stablecore_client, tmp_path):
 
 def test_alpha_survives(stablecore_client, tmp_path):
     rgba = noise((20, 30, 4), seed=4)
-    out = fetch(stablecore_client, run(stablecore_client, {"image": save(tmp_path, rgba)},
+    out = fetch(stablecore_client, run(stablecore_client, {"image": save_image(tmp_path, rgba)},
                                        {"flip": "vertical"}), tmp_path)
     assert out.shape == (20, 30, 4)
     assert np.array_equal(out, rgba[::-1])
-    out = fetch(stablecore_client, run(stablecore_client, {"image": save(tmp_path, rgba)},
+    out = fetch(stablecore_client, run(stablecore_client, {"image": save_image(tmp_path, rgba)},
                                        {"translate_y": 5, "border": "constant",
                                         "fill": "#00000000"}), tmp_path)
     assert (out[:5, :, 3] == 0).all()
@@ -151,7 +143,7 @@ def test_alpha_survives(stablecore_client, tmp_path):
 def test_large_image_reports_progress(stablecore_client, tmp_path):
     img = noise((700, 64, 3), seed=5)
     job = stablecore_client.submit(
-        SPEC, {"rotate": 180}, {"image": stablecore_client.upload(save(tmp_path, img))["id"]})
+        SPEC, {"rotate": 180}, {"image": stablecore_client.upload(save_image(tmp_path, img))["id"]})
     events: list[dict] = []
     done = stablecore_client.wait(job["id"], on_event=events.append)
     assert done["state"] == "succeeded", done
@@ -162,7 +154,7 @@ def test_large_image_reports_progress(stablecore_client, tmp_path):
 
 
 def test_bad_input_is_refused_clearly(stablecore_client, tmp_path):
-    path = save(tmp_path, noise((16, 16, 3)))
+    path = save_image(tmp_path, noise((16, 16, 3)))
     art = stablecore_client.upload(path)["id"]
     with pytest.raises(ApiError) as e:
         stablecore_client.submit(SPEC, {"rotate": 1e6}, {"image": art})
