@@ -7,12 +7,17 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 import websockets
+from starlette.requests import Request
 
 from stablecore.client import ApiError, Client
+from stablecore.config import Settings
+from stablecore.errors import Forbidden
+from stablecore.server.auth import require_admin
 from stablecore.testing import ServerProcess
 
 TOKEN = "s3cret-token"
@@ -55,6 +60,21 @@ def test_websocket_needs_the_token(server: ServerProcess) -> None:
     with pytest.raises(websockets.InvalidStatus):
         asyncio.run(first(ws))
     assert "worker.up" in asyncio.run(first(ws + f"&token={TOKEN}"))
+
+
+@pytest.mark.parametrize("client, token, allowed", [
+    ("127.0.0.1", None, True), ("::1", None, True), ("192.0.2.7", None, False),
+    ("192.0.2.7", "t", True),  # with a token, TokenAuth has already checked the caller
+])
+def test_admin_routes_need_this_machine_or_the_token(client: str, token: str | None,
+                                                     allowed: bool) -> None:
+    app = SimpleNamespace(state=SimpleNamespace(settings=Settings(token=token)))
+    request = Request({"type": "http", "client": (client, 5000), "app": app})
+    if allowed:
+        require_admin(request)
+    else:
+        with pytest.raises(Forbidden, match="from this machine only"):
+            require_admin(request)
 
 
 def test_binding_beyond_loopback_without_a_token_is_refused(tmp_path: Path) -> None:

@@ -53,6 +53,12 @@ class NotReady(StableCoreError):
     status = 503
 
 
+class Forbidden(StableCoreError):
+    """The caller may not do this (plugin installs and model downloads are for admins)."""
+
+    status = 403
+
+
 class Unauthorized(StableCoreError):
     """The request carries no valid access token."""
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from stablecore.errors import NotFound
 from stablecore.models import FileCache, ModelFile, ModelFileError, local_path, models_cache, pull
+from stablecore.server.auth import require_admin
 from stablecore.store import Store
 
 router = APIRouter(prefix="/api/models")
@@ -58,6 +59,7 @@ async def list_models(request: Request) -> list[dict[str, Any]]:
 @router.post("/pull", status_code=202)
 async def pull_models(request: Request, body: PullRequest) -> dict[str, Any]:
     """Start downloading; follow `model.progress`, `model.done`, `model.failed` events."""
+    require_admin(request)
     files = await declared(request)
     if body.plugin != "all":
         if body.plugin not in files:

@@ -4,7 +4,6 @@ subprocess (never in the server), streams its log as events, then reloads the wo
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import secrets
 import sys
@@ -13,35 +12,16 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from stablecore.errors import StableCoreError
 from stablecore.manager import Manager
+from stablecore.server.auth import require_admin
 from stablecore.sources import GIT_URL_RE, check_git_url, check_name, split_source
 
 router = APIRouter(prefix="/api/plugins")
 
 
-class Forbidden(StableCoreError):
-    """Only an administrator may change the installed plugins."""
-
-    status = 403
-
-
 class InstallRequest(BaseModel):
     source: str = Field(description="git URL or index name, optionally @REF")
     isolated: bool = Field(False, description="install into an environment of its own")
-
-
-def require_admin(request: Request) -> None:
-    """Until user roles exist: the token holder, or a caller on this machine when no token."""
-    if request.app.state.settings.token:
-        return  # the auth middleware has checked it
-    host = request.client.host if request.client else ""
-    try:
-        local = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        local = False
-    if not local:
-        raise Forbidden("plugin management is allowed from this machine only (no token set)")
 
 
 async def _run_cli(request: Request, op: str, *args: str) -> dict[str, Any]:
