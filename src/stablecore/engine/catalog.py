@@ -41,6 +41,14 @@ class Catalog:
     def update(self, worker: str, specs: list[dict[str, Any]],
                plugins: list[dict[str, Any]]) -> None:
         self.reports[worker] = (specs, plugins)
+        self._rebuild()
+
+    def forget(self, worker: str) -> None:
+        """A worker that is gone for good (its plugin removed) no longer contributes."""
+        self.reports.pop(worker, None)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
         merged: dict[str, dict[str, Any]] = {}
         known: dict[str, dict[str, Any]] = {}
         for worker_specs, worker_plugins in self.reports.values():
@@ -55,12 +63,6 @@ class Catalog:
                 self.validators[name] = cls(schema["params"])
         self.specs = merged
         self.plugins = sorted(known.values(), key=lambda p: p["name"])
-
-    def forget(self, worker: str) -> None:
-        """A worker that is gone for good (its plugin removed) no longer contributes."""
-        if self.reports.pop(worker, None) is not None and self.reports:
-            name = next(iter(self.reports))
-            self.update(name, *self.reports[name])
 
     def get(self, name: str) -> dict[str, Any]:
         if name not in self.specs:
