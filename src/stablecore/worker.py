@@ -18,6 +18,7 @@ import shutil
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from importlib.metadata import entry_points
@@ -33,6 +34,7 @@ from stablecore.errors import JobCancelled
 from stablecore.media import read_input, sha256_file, write_output
 from stablecore.spec import ENTRY_POINT_GROUP, JobSpec, discover
 
+Finish = Callable[[], list[dict[str, Any]]]
 PREVIEW_SIZE = 256
 DECODED_MB = 1024
 
@@ -113,8 +115,10 @@ class Worker:
 
     def serve(self) -> None:
         while True:
-            outcomes = self.run(self.inbox.runs.get())
+            outcomes, finish = self.run(self.inbox.runs.get())
             self.channel.send(*outcomes, self.status())  # one write: one wake-up of the server
+            if finish is not None:  # after the status: a job ends after its worker's stats
+                self.writer.submit(lambda f=finish: self.channel.send(*f()))
 
     def status(self) -> dict[str, Any]:
         return {"t": "idle", "cache": self.cache.describe(), "loads": self.cache.loads,
@@ -122,11 +126,11 @@ class Worker:
                 "jobs_done": self.jobs_done,
                 "rss_mb": self.process.memory_info().rss / 2**20}
 
-    def run(self, msg: dict[str, Any]) -> list[dict[str, Any]]:
+    def run(self, msg: dict[str, Any]) -> tuple[list[dict[str, Any]], Finish | None]:
         """Run one job, or a batch of jobs of one spec.
 
-        Returns the outcome messages of jobs that already ended; jobs with outputs report
-        from the writer thread once their files are written, so the next job's compute
+        Returns the outcome messages of jobs that already ended, and for jobs with outputs
+        the work that writes them: the writer thread does it, so the next job's compute
         overlaps this one's PNG encoding.
         """
         jobs = msg["jobs"]
@@ -154,15 +158,12 @@ class Worker:
             shutil.rmtree(scratch, ignore_errors=True)
             self.inbox.cancelled.difference_update(ids)
             if isinstance(e, JobCancelled):
-                return [{"t": "cancelled", "id": i} for i in ids]
+                return [{"t": "cancelled", "id": i} for i in ids], None
             traceback.print_exc()
-            return [{"t": "failed", "id": i, "error": describe_error(e)} for i in ids]
+            return [{"t": "failed", "id": i, "error": describe_error(e)} for i in ids], None
         # 3. write outputs: in the background when there are files to write
         finish = partial(self._finish, spec, jobs, results, ctx.resolved, scratch)
-        if not spec.outputs:
-            return finish()
-        self.writer.submit(lambda: self.channel.send(*finish()))
-        return []
+        return ([], finish) if spec.outputs else (finish(), None)
 
     def _finish(self, spec: JobSpec, jobs: list[dict[str, Any]], results: list[Any],
                 resolved: dict[int, dict[str, Any]], scratch: Path) -> list[dict[str, Any]]:
