@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from stablecore.client import AsyncClient
-from stablecore.models import (
+from stablecore.modelfiles import (
     FileCache,
     ModelFile,
     ModelFileError,
@@ -197,7 +197,7 @@ def test_remove_frees_a_file_and_its_partial_download(served: Served, cache: Fil
 HUB_SCRIPT = """
 import json, sys
 from pathlib import Path
-from stablecore.models import ModelFile, models_cache, pull, local_path, remove
+from stablecore.modelfiles import ModelFile, models_cache, pull, local_path, remove
 file = ModelFile(**json.loads(sys.argv[-1]))
 cache = models_cache({}, Path(sys.argv[-2]))
 seen = []

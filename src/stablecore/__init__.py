@@ -5,7 +5,7 @@ from pydantic import Field
 from stablecore.context import Context
 from stablecore.errors import JobCancelled
 from stablecore.media import Audio, Image, Mask, Numbers, Text, Video
-from stablecore.models import ModelFile
+from stablecore.modelfiles import ModelFile
 from stablecore.spec import job
 
 __version__ = "0.1.0"

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from stablecore.errors import JobCancelled
-from stablecore.models import ModelFile, models_cache, require
+from stablecore.modelfiles import ModelFile, models_cache, require
 
 
 @dataclass

@@ -24,7 +24,7 @@ from pydantic.fields import FieldInfo
 from stablecore.context import Context
 from stablecore.errors import PluginError
 from stablecore.media import media_kind
-from stablecore.models import declared
+from stablecore.modelfiles import declared
 
 ENTRY_POINT_GROUP = "stablecore.plugins"
 SPEC_ATTR = "__stablecore_job__"

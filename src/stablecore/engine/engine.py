@@ -20,7 +20,7 @@ from stablecore.engine.catalog import Catalog
 from stablecore.engine.local import WorkerProcess, detect_devices, exit_cause
 from stablecore.engine.scheduler import WorkerView, plan
 from stablecore.errors import Conflict, InvalidParams, NotFound, NotReady, StableCoreError
-from stablecore.manager import Manager
+from stablecore.manager.installer import Manager
 from stablecore.store import Job, JobState, QueuedJob, Store, new_id
 
 TICK_S = 0.1

@@ -12,9 +12,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from stablecore.manager import Manager
+from stablecore.manager.installer import Manager
 from stablecore.server.auth import require_admin
-from stablecore.sources import GIT_URL_RE, check_git_url, check_name, split_source
+from stablecore.manager.sources import GIT_URL_RE, check_git_url, check_name, split_source
 
 router = APIRouter(prefix="/api/plugins")
 

@@ -27,7 +27,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from stablecore.errors import Conflict, InvalidParams, NotFound, StableCoreError
-from stablecore.sources import (
+from stablecore.manager.sources import (
     GIT_URL_RE,
     InstallError,
     check_git_url,
@@ -132,7 +132,7 @@ def base_roots() -> list[str]:
 PROBE = """
 import json
 from importlib.metadata import distributions
-from stablecore.manager import base_roots, pins
+from stablecore.manager.installer import base_roots, pins
 print(json.dumps({"pins": pins(base_roots()),
                   "installed": {d.metadata["Name"].lower(): d.version for d in distributions()}}))
 """

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from stablecore.cli_models import models_app
-from stablecore.cli_plugin import plugin_app
+from stablecore.cli.models import models_app
+from stablecore.cli.plugin import plugin_app
 from stablecore.client import ApiError, Client
 from stablecore.config import Settings, load_settings
 from stablecore.errors import ConfigError

@@ -22,10 +22,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from stablecore.models import FileCache, ModelFile, ModelFileError, models_cache
-from stablecore.models import local_path as cached_path
-from stablecore.models import pull as pull_file
-from stablecore.models import remove as remove_file
+from stablecore.modelfiles import FileCache, ModelFile, ModelFileError, models_cache
+from stablecore.modelfiles import local_path as cached_path
+from stablecore.modelfiles import pull as pull_file
+from stablecore.modelfiles import remove as remove_file
 
 models_app = typer.Typer(help="Download, list and free the model files plugins declare.",
                          no_args_is_help=True)
@@ -40,7 +40,7 @@ CacheOpt = Annotated[Path | None, typer.Option(
 
 def declared_files(only: str = "all") -> dict[str, list[ModelFile]]:
     """Each installed plugin's MODEL_FILES; a plugin that fails to import is reported, skipped."""
-    from stablecore.models import declared
+    from stablecore.modelfiles import declared
     from stablecore.spec import ENTRY_POINT_GROUP
 
     found: dict[str, list[ModelFile]] = {}

@@ -13,12 +13,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stablecore import index
+from stablecore.manager import index
 from stablecore.config import Settings, load_settings
 from stablecore.errors import StableCoreError
-from stablecore.manager import Manager
-from stablecore.sources import NAME_RE, check_name, split_source
-from stablecore.template import write_plugin
+from stablecore.manager.installer import Manager
+from stablecore.manager.sources import NAME_RE, check_name, split_source
+from stablecore.manager.template import write_plugin
 
 plugin_app = typer.Typer(help="Create, find, install, update and remove plugins.",
                          no_args_is_help=True)
