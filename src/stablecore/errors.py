@@ -73,5 +73,13 @@ class ConfigError(StableCoreError):
     """A setting has a bad value, or a combination of settings is unsafe."""
 
 
+class StoreError(StableCoreError):
+    """The data folder cannot be used as it is (e.g. written by a newer schema)."""
+
+
+class ProtocolError(StableCoreError):
+    """A worker speaks another protocol version, or sent a message that does not parse."""
+
+
 class JobCancelled(Exception):
     """Raised inside a running job by `Context.progress` once the job has been cancelled."""
