@@ -344,6 +344,62 @@ def test_access_token_entered_once(browser, tmp_path: Path) -> None:
             page.context.close()
 
 
+def test_drawer_opens_on_the_job_run_last(ui: Page, stablecore_client: Client) -> None:
+    names = [s["name"] for s in stablecore_client.specs()]
+    first = "sd.txt2img" if "sd.txt2img" in names else names[0]
+    ui.open()
+    current = ui.page.locator(".job-button")
+    expect(current).to_have_attribute("data-current", first)  # a first visit
+    ui.pick("testing.echo")
+    job = ui.submit()
+    expect(ui.job(job["id"])).to_have_attribute("data-state", "succeeded")
+    ui.pick("testing.sleep")  # looked at, not run
+    ui.open()  # a reload
+    expect(current).to_have_attribute("data-current", "testing.echo")
+    ui.assert_clean()
+
+
+def test_failed_job_shows_its_traceback_and_log(ui: Page, stablecore_client: Client) -> None:
+    ui.open()
+    ui.pick("modelfiles.read")  # its model file was never pulled: the job raises
+    job = ui.submit()
+    item = ui.job(job["id"])
+    expect(item).to_have_attribute("data-state", "failed")
+    error = stablecore_client.job(job["id"])["error"]
+    expect(item.locator(".job-error")).to_have_text(error)
+    details = item.locator(".job-details")
+    expect(details).to_be_hidden()
+    item.get_by_role("button", name="details").click()
+    expect(details).to_be_visible()
+    expect(details.locator("pre.traceback")).to_contain_text("Traceback (most recent call last)")
+    expect(details.locator("pre.traceback")).to_contain_text("model_path")
+    item.get_by_role("button", name="details").click()
+    expect(details).to_be_hidden()
+    ui.assert_clean()
+
+
+def test_rescan_refreshes_the_catalog(browser, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    with ServerProcess(tmp_path / "data", sd_models_dir=models) as server:
+        page = Page(browser, server.url)
+        try:
+            page.open()
+            page.pick("sd.txt2img")
+            option = page.page.locator("#f-model option", has_text="fresh.safetensors")
+            expect(option).to_have_count(0)
+            (models / "fresh.safetensors").write_bytes(b"not really a model")
+            with page.page.expect_response(lambda r: r.url.endswith("/api/specs")) as specs:
+                page.page.get_by_role("button", name="Rescan").click()
+            assert specs.value.ok
+            expect(page.page.locator(".rescan-status")).to_contain_text("rescanned")
+            expect(option).to_have_count(1)
+            expect(page.page.locator(".job-button")).to_have_attribute("data-current", "sd.txt2img")
+            page.assert_clean()
+        finally:
+            page.context.close()
+
+
 def test_screenshots_of_the_main_views(ui: Page, stablecore_client: Client,
                                        tmp_path: Path) -> None:
     """Real plugins' results in the gallery, the viewer and a running job, as pictures."""

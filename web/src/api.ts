@@ -41,7 +41,14 @@ export interface Spec {
   outputs: Record<string, { kind: string }>;
 }
 
-export interface OutputRef { id: string; kind: string; mime: string; path: string | null }
+/** An output: an artifact, and for kind "json" also the value itself. */
+export interface OutputRef {
+  id: string;
+  kind: string;
+  mime: string;
+  path: string | null;
+  value?: unknown;
+}
 export interface Progress { step: number; total: number; preview: string | null }
 
 export type JobState = "waiting" | "queued" | "running" | "succeeded" | "failed" | "cancelled";
@@ -61,7 +68,16 @@ export interface Job {
   worker: string | null;
   outputs: Record<string, OutputRef | OutputRef[]> | null; // list outputs: one ref per item
   error: string | null;
+  traceback?: string | null; // a failed job's full traceback
   progress?: Progress;
+}
+
+/** One `job.log` event's data: a plugin's log record or a line it printed. */
+export interface LogEntry {
+  ts: number;
+  level: string;
+  msg: string;
+  stream: "stdout" | "stderr" | null;
 }
 
 export interface Artifact {
@@ -97,6 +113,9 @@ export interface JobRequest {
   session?: string | null;
   priority?: number;
 }
+
+/** An event as the server stores it (see events.ts for the live stream). */
+export interface JobEvent { seq: number; ts: number; type: string; data: Record<string, unknown> }
 
 /** A refused request; `field` names the bad part ("params.steps", "inputs.image"). */
 export class ApiError extends Error {
@@ -176,6 +195,18 @@ export class Api {
   createSession = (name?: string) =>
     this.request<Session>("POST", "/api/sessions", name ? { name } : {});
   workers = () => this.request<Worker[]>("GET", "/api/workers");
+  /** Workers re-announce their catalog (new model files appear); admins only. */
+  rescan = () =>
+    this.request<{ plugins: Plugin[]; specs: number }>("POST", "/api/plugins/rescan");
+
+  /** Every stored event of a finished job (its SSE stream ends with the job's last event). */
+  async jobEvents(id: string): Promise<JobEvent[]> {
+    const response = await fetch(this.url(`/api/jobs/${encodeURIComponent(id)}/events`));
+    if (!response.ok) throw await errorOf(response);
+    return (await response.text()).split("\n")
+      .filter((line) => line.startsWith("data: "))
+      .map((line) => JSON.parse(line.slice(6)));
+  }
 
   upload(file: Blob, name: string, session?: string | null): Promise<Artifact> {
     const form = new FormData();

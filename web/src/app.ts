@@ -2,7 +2,7 @@
 // Server events are folded into this state here; views listen for the topics they show.
 
 import { Api, FINISHED } from "./api";
-import type { Artifact, Job, JobState, Plugin, Progress, Session, Spec } from "./api";
+import type { Artifact, Job, JobState, LogEntry, Plugin, Progress, Session, Spec } from "./api";
 import type { ServerEvent } from "./events";
 
 export interface Topics {
@@ -11,7 +11,8 @@ export interface Topics {
   session: string | null;   // the current session changed
   sessions: Session[];      // the list of sessions changed
   workers: void;            // something a worker shows may have changed
-  log: { job: string; line: string };
+  log: { job: string; entry: LogEntry };
+  catalog: void;            // the specs or plugins were reloaded
 }
 
 type Listener<T> = (value: T) => void;
@@ -22,7 +23,8 @@ const MAX_LOG_LINES = 200;
 export class App {
   readonly specs = new Map<string, Spec>();
   readonly jobs = new Map<string, Job>();
-  readonly logs = new Map<string, string[]>();
+  readonly logs = new Map<string, LogEntry[]>();
+  private logsLoaded = new Set<string>();  // finished jobs whose stored log was fetched
   sessions: Session[] = [];
   plugins: Plugin[] = [];
   private listeners = new Map<keyof Topics, Set<Listener<never>>>();
@@ -57,6 +59,7 @@ export class App {
     this.plugins = plugins;
     this.specs.clear();
     for (const spec of specs) this.specs.set(spec.name, spec);
+    this.emit("catalog", undefined);
   }
 
   async loadSessions(): Promise<void> {
@@ -93,11 +96,11 @@ export class App {
     if (type === "session.created") void this.loadSessions();
     if (!jobId || !type.startsWith("job.")) return;
     if (type === "job.log") {
+      const entry = logEntry(event.ts, data);
       const lines = this.logs.get(jobId) ?? [];
-      const line = `${String(data.level ?? "info")}: ${String(data.msg ?? "")}`;
-      lines.push(line);
+      lines.push(entry);
       this.logs.set(jobId, lines.slice(-MAX_LOG_LINES));
-      this.emit("log", { job: jobId, line });
+      this.emit("log", { job: jobId, entry });
       return;
     }
     const pending = this.pending.get(jobId);
@@ -112,6 +115,23 @@ export class App {
     }
     if (FINISHED.has(job.state)) return;  // a replayed event about a job we know is done
     this.update(job, event);
+  }
+
+  /** A finished job's details: its traceback (if not known yet) and its stored log lines. */
+  async loadDetails(id: string): Promise<void> {
+    const job = this.jobs.get(id);
+    if (!job || !FINISHED.has(job.state) || this.logsLoaded.has(id)) return;
+    this.logsLoaded.add(id);
+    const [fresh, events] = await Promise.all([
+      job.state === "failed" && job.traceback === undefined ? this.api.job(id) : null,
+      this.api.jobEvents(id).catch(() => []),
+    ]);
+    const entries = events.filter((e) => e.type === "job.log").map((e) => logEntry(e.ts, e.data));
+    if (entries.length >= (this.logs.get(id)?.length ?? 0)) {
+      this.logs.set(id, entries.slice(-MAX_LOG_LINES));
+    }
+    if (fresh) this.putJob({ ...fresh, traceback: fresh.traceback ?? null }, false);
+    else this.emit("job", this.jobs.get(id)!);
   }
 
   private async fetchJob(id: string, first: ServerEvent): Promise<void> {
@@ -155,6 +175,8 @@ export class App {
         next.state = type.slice(4) as JobState;
         next.finished = ts;
         next.error = (data.error as string | undefined) ?? next.error;
+        // unknown until fetched when the event does not carry it (see loadDetails)
+        next.traceback = data.traceback as string | null | undefined;
         if (data.outputs) next.outputs = data.outputs as Job["outputs"];
         break;
       default:
@@ -167,11 +189,22 @@ export class App {
   }
 }
 
-/** The output refs of a finished job, as artifacts (enough to show them). */
+/** The output refs of a finished job, as artifacts (enough to show them; a JSON output
+ * carries its value in `meta.value`). */
 export function outputsOf(job: Job): Artifact[] {
   return Object.values(job.outputs ?? {}).flat().map((ref) => ({
     id: ref.id, kind: ref.kind, mime: ref.mime, size: 0, path: ref.path,
     name: (ref.path ?? ref.id).split("/").pop()!, session_id: job.session_id, job_id: job.id,
-    created: job.finished ?? Date.now() / 1000, meta: {},
+    created: job.finished ?? Date.now() / 1000, meta: "value" in ref ? { value: ref.value } : {},
   }));
+}
+
+function logEntry(ts: number, data: Record<string, unknown>): LogEntry {
+  const stream = data.stream === "stdout" || data.stream === "stderr" ? data.stream : null;
+  return { ts, level: String(data.level ?? "INFO"), msg: String(data.msg ?? ""), stream };
+}
+
+/** One log entry as a line of text: "stderr: ..." for prints, "WARNING: ..." for records. */
+export function logLine(entry: LogEntry): string {
+  return `${entry.stream ?? entry.level}: ${entry.msg}`;
 }

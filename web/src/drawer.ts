@@ -10,7 +10,8 @@ import type { Field } from "./form";
 import { mediaField } from "./inputs";
 import type { MediaField } from "./inputs";
 
-const LAST_JOB_KEY = "stablecore.job";
+const LAST_RUN_KEY = "stablecore.lastRun";  // the job the user queued last
+const FIRST_JOB = "sd.txt2img";  // what a first visit opens on, when installed
 const DRAFTS_KEY = "stablecore.drafts";
 
 type Values = { params: Record<string, unknown>; inputs: Record<string, string | string[]> };
@@ -35,6 +36,7 @@ export class Drawer {
   private message = h("div", { class: "form-message", role: "status" });
   /** What was last in the form of each job, so switching jobs or reloading loses nothing. */
   private drafts: Record<string, Values> = readDrafts();
+  private started = false;  // the catalog was there once: later loads refresh
 
   constructor(private app: App) {
     this.picker.append(this.search, this.list);
@@ -62,15 +64,32 @@ export class Drawer {
       if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); void this.submit(); }
     });
     document.addEventListener("paste", (e) => this.onPaste(e));
+    app.on("catalog", () => { if (this.started) this.refresh(); });
   }
 
-  /** Show the first job (or the last one used) once the catalog is loaded. */
+  /** Open the job the user ran last; on a first visit `sd.txt2img`, else the first job. */
   start(): void {
+    this.started = true;
     this.renderList();
-    const last = localStorage.getItem(LAST_JOB_KEY);
-    const name = last && this.app.specs.has(last) ? last : this.app.specs.keys().next().value;
+    const last = localStorage.getItem(LAST_RUN_KEY);
+    const name = [last, FIRST_JOB].find((n) => n && this.app.specs.has(n))
+      ?? this.app.specs.keys().next().value;
     if (name) this.select(name);
     else fill(this.title, "No jobs: install a plugin");
+  }
+
+  /** The catalog was reloaded (a rescan): rebuild the list and the open form, keeping its
+   * values, so new choices (model files) appear. */
+  private refresh(): void {
+    const current = this.spec?.name;
+    if (current && this.app.specs.has(current)) {
+      const open = !this.picker.hidden;
+      this.select(current);
+      if (open) this.togglePicker(true);
+    } else {
+      this.spec = null;
+      this.start();
+    }
   }
 
   /** Show a job's form, with its draft unless `restore` is false. */
@@ -79,7 +98,6 @@ export class Drawer {
     if (!spec) return;
     this.saveDraft();
     this.spec = null;  // no drafts saved while the form is rebuilt
-    localStorage.setItem(LAST_JOB_KEY, name);
     this.togglePicker(false);
     fill(this.title, h("span", { class: "plugin" }, `${spec.plugin}.`),
       h("span", { class: "job-name" }, name.slice(spec.plugin.length + 1)), h("span", null, "▾"));
@@ -216,6 +234,7 @@ export class Drawer {
         priority: Number(this.priority.value) || 0,
       });
       this.app.putJob(job);
+      localStorage.setItem(LAST_RUN_KEY, job.spec);
       if (!this.app.session) this.app.session = job.session_id;
       this.say(`Queued ${job.spec}`, "ok");
     } catch (e) {

@@ -24,8 +24,10 @@ export function isImage(kind: string): boolean {
 }
 
 /** A thumbnail (small = true) or the full view of an artifact. */
-export function renderArtifact(api: Api, art: Pick<Artifact, "id" | "kind" | "name">,
-                               small = false): HTMLElement {
+export function renderArtifact(
+  api: Api, art: Pick<Artifact, "id" | "kind" | "name"> & { meta?: Record<string, unknown> },
+  small = false,
+): HTMLElement {
   const src = api.artifactUrl(art.id);
   const cls = `media media-${art.kind}${small ? " small" : ""}`;
   if (isImage(art.kind)) {
@@ -40,13 +42,27 @@ export function renderArtifact(api: Api, art: Pick<Artifact, "id" | "kind" | "na
     return h("video", { class: cls, src, controls: !small, muted: small, preload: "metadata",
                         playsInline: true });
   }
+  const limit = small ? 300 : 100_000;
+  if (art.kind === "json" && art.meta && "value" in art.meta) {
+    return h("div", { class: cls }, jsonValue(art.meta.value, limit));
+  }
   const box = h("div", { class: cls }, h("div", { class: "loading" }, "…"));
   void fetch(src).then(async (response) => {
     if (!response.ok) throw new Error(`${response.status}`);
     if (art.kind === "numbers") box.replaceChildren(plot(await response.json(), small));
+    else if (art.kind === "json") box.replaceChildren(jsonValue(await response.json(), limit));
     else box.replaceChildren(h("pre", null, (await response.text()).slice(0, small ? 300 : 1e5)));
   }).catch((e) => box.replaceChildren(h("div", { class: "muted" }, `cannot load: ${e}`)));
   return box;
+}
+
+/** A JSON value, pretty-printed, cut after `limit` characters. */
+export function jsonValue(value: unknown, limit = 400): HTMLElement {
+  const text = JSON.stringify(value, null, 2) ?? String(value);
+  const cut = text.length > limit;
+  return h("pre", { class: "json-value", title: cut ? `${text.length} characters` : null },
+    cut ? `${text.slice(0, limit)}…` : text,
+    cut ? h("span", { class: "muted" }, `\n(${text.length - limit} more characters)`) : null);
 }
 
 interface NumbersFile { columns?: string[]; rate?: number | null; values: number[] | number[][] }

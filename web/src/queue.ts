@@ -1,11 +1,12 @@
 // The queue: running, queued and recent jobs with live progress and previews; cancel, retry,
 // reorder by priority, and "use these again".
 
+import { logLine } from "./app";
 import type { App } from "./app";
-import type { Job } from "./api";
+import type { Job, OutputRef } from "./api";
 import { FINISHED } from "./api";
 import { duration, fill, h } from "./dom";
-import { isImage } from "./media";
+import { isImage, jsonValue } from "./media";
 
 const SHOWN_FINISHED = 40;
 
@@ -16,6 +17,7 @@ export class Queue {
   private items = new Map<string, HTMLElement>();
   private dirty = new Set<string>();
   private frame = 0;
+  private open = new Set<string>();  // jobs whose details are shown
 
   constructor(private app: App, private onUseAgain: (job: Job) => void) {
     this.el = h("section", { class: "queue panel", "aria-label": "Queue" },
@@ -81,10 +83,12 @@ export class Queue {
     bar.querySelector<HTMLElement>(".fill")!.style.width = `${pct}%`;
     item.querySelector(".pct")!.textContent = progress && !done
       ? `${progress.step}/${progress.total} · ${pct}%` : job.state === "succeeded" ? "100%" : "";
-    const log = done ? null : this.app.logs.get(job.id)?.at(-1);
+    const last = done ? undefined : this.app.logs.get(job.id)?.at(-1);
+    const log = last ? logLine(last) : "";
     const logEl = item.querySelector<HTMLElement>(".job-log")!;
-    logEl.textContent = log ?? "";
-    logEl.title = log ?? "";
+    logEl.textContent = log;
+    logEl.title = log;
+    this.drawDetails(item, job);
     const img = item.querySelector<HTMLImageElement>(".thumb img");
     const src = thumbId ? this.app.api.artifactUrl(thumbId) : null;
     if (img && src && img.getAttribute("src") !== src) img.src = src;
@@ -125,10 +129,48 @@ export class Queue {
             : null,
           done ? null : act("✕", "Cancel", () => api.cancel(job.id).then(put)),
           done ? act("↻", "Retry", () => api.retry(job.id).then(put)) : null,
-          act("⇲", "Use these again", () => this.onUseAgain(job)))),
+          act("⇲", "Use these again", () => this.onUseAgain(job)),
+          job.state === "queued" || job.state === "waiting" ? null
+            : h("button", { class: "link details-toggle", type: "button", "aria-expanded": "false",
+                            onclick: () => this.toggleDetails(job.id) }, "details"))),
         job.error && job.state !== "cancelled"
           ? h("div", { class: "job-error", title: job.error }, job.error) : null,
-        h("div", { class: "job-log" })));
+        jsonOutputs(job),
+        h("div", { class: "job-log" }),
+        h("div", { class: "job-details", hidden: true })));
+  }
+
+  /** The details area: the traceback of a failed job and the job's log lines. */
+  private drawDetails(item: HTMLElement, job: Job): void {
+    const box = item.querySelector<HTMLElement>(".job-details");
+    const toggle = item.querySelector<HTMLElement>(".details-toggle");
+    if (!box || !toggle) return;
+    const open = this.open.has(job.id);
+    box.hidden = !open;
+    toggle.setAttribute("aria-expanded", String(open));
+    if (!open) return;
+    void this.app.loadDetails(job.id).catch((e) => this.flash(item, e));
+    const logs = this.app.logs.get(job.id) ?? [];
+    const key = [job.state, job.traceback === undefined ? "?" : job.traceback?.length,
+                 logs.length].join("|");
+    if (box.dataset.key === key) return;
+    box.dataset.key = key;
+    const waiting = job.state === "failed" && job.traceback === undefined;
+    fill(box,
+      job.traceback ? [h("div", { class: "details-title" }, "Traceback"),
+                       h("pre", { class: "traceback" }, job.traceback)] : null,
+      logs.length ? [h("div", { class: "details-title" }, `Log (${logs.length})`),
+        h("ol", { class: "job-logs" }, logs.map((entry) =>
+          h("li", { class: `log-${(entry.stream ?? entry.level).toLowerCase()}`,
+                    title: new Date(entry.ts * 1000).toLocaleTimeString() }, logLine(entry))))]
+        : null,
+      waiting ? h("div", { class: "muted" }, "loading…")
+        : !job.traceback && !logs.length ? h("div", { class: "muted" }, "Nothing logged.") : null);
+  }
+
+  private toggleDetails(id: string): void {
+    if (!this.open.delete(id)) this.open.add(id);
+    this.schedule(id);
   }
 
   private flash(item: HTMLElement, error: unknown): void {
@@ -137,6 +179,18 @@ export class Queue {
     item.querySelector(".job-body")?.append(note);
     setTimeout(() => note.remove(), 4000);
   }
+}
+
+/** The values of a job's JSON outputs, shown inline where an image shows a thumbnail. */
+function jsonOutputs(job: Job): HTMLElement | null {
+  const values = Object.entries(job.outputs ?? {}).flatMap(([name, out]) => {
+    const refs: OutputRef[] = Array.isArray(out) ? out : [out];
+    if (!refs.length || refs.some((r) => r.kind !== "json")) return [];
+    const value = Array.isArray(out) ? refs.map((r) => r.value) : refs[0].value;
+    return [h("div", { class: "json-output", "data-output": name },
+      h("span", { class: "output-name" }, name), jsonValue(value, 400))];
+  });
+  return values.length ? h("div", { class: "job-values" }, values) : null;
 }
 
 const GLYPHS: Record<string, string> = {

@@ -1,6 +1,8 @@
-// The workers panel: each worker's device, state, current job and loaded models.
+// The workers panel: each worker's device, state, current job and loaded models, and a
+// button that rescans plugins and model files without restarting the server.
 
 import type { App } from "./app";
+import { ApiError } from "./api";
 import type { Worker } from "./api";
 import { fill, h } from "./dom";
 
@@ -10,11 +12,36 @@ export class Workers {
   readonly el: HTMLElement;
   private list = h("div", { class: "workers-list" });
   private timer: number | undefined;
+  private rescanButton = h("button", {
+    class: "link rescan", type: "button", onclick: () => void this.rescan(),
+    title: "Workers look again for plugins' jobs and model files (new files become choices)",
+  }, "Rescan");
+  private status = h("span", { class: "rescan-status muted", role: "status",
+                               "aria-live": "polite" });
 
   constructor(private app: App) {
     this.el = h("section", { class: "workers panel", "aria-label": "Workers" },
-      h("div", { class: "panel-title" }, "Workers"), this.list);
+      h("div", { class: "panel-title" }, "Workers", this.status, this.rescanButton), this.list);
     app.on("workers", () => this.soon());
+  }
+
+  /** Ask the workers to re-announce their catalog, then reload it. */
+  async rescan(): Promise<void> {
+    this.rescanButton.disabled = true;
+    this.status.className = "rescan-status muted";
+    this.status.textContent = "rescanning…";
+    try {
+      const { specs } = await this.app.api.rescan();
+      await this.app.loadCatalog();
+      this.status.textContent = `rescanned: ${specs} jobs`;
+    } catch (e) {
+      this.status.className = "rescan-status warn";
+      this.status.textContent = e instanceof ApiError && e.status === 403
+        ? "only an admin can rescan" : `rescan failed: ${e instanceof Error ? e.message : e}`;
+    } finally {
+      this.rescanButton.disabled = false;
+      this.soon();
+    }
   }
 
   /** Coalesce bursts of events into one request. */
