@@ -24,8 +24,11 @@ $(VENV)/.installed: $(PY) pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(PIP) --force-reinstall --no-deps opencv-python-headless
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed tests/plugins/pyproject.toml
-	$(PIP) -e '.[dev]' -e tests/plugins
+# The test plugins are not installed here: the tests install them into a folder only their
+# servers see, so `make run` never serves them.
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) -e '.[dev]'
+	-$(PY) -m pip uninstall -y -q stablecore-testplugins 2>/dev/null
 	touch $@
 
 setup: $(VENV)/.installed

@@ -88,7 +88,7 @@ def test_single_output_is_named_by_its_kind() -> None:
     ("def f(*images: int) -> Text: ...", "\\*images is not allowed"),
     ("def f(x) -> Text: ...", "parameter 'x' has no type annotation"),
     ("def f(x: int): ...", "return annotation is missing"),
-    ("def f(x: int) -> int: ...", "neither a media type"),
+    ("class Foo: ...\ndef f(x: int) -> Foo: ...", "neither a media type nor a JSON type"),
     ("def f(x: int = Field(5, ge=10, le=1)) -> Text: ...", "lower bound 10 above its upper bound 1"),
     ("def f(x: int = Field(50, ge=0, le=10)) -> Text: ...", "default of parameter 'x' is invalid"),
     ("def f(x: Literal['a', 'b'] = 'c') -> Text: ...", "default of parameter 'x' is invalid"),
@@ -117,3 +117,38 @@ def test_a_module_without_jobs_is_an_error() -> None:
 
     with pytest.raises(PluginError, match="declares no @job"):
         specs_in_module(types.ModuleType("empty"), "empty", "1.0")
+
+
+def test_plain_values_are_json_outputs() -> None:
+    @dataclass
+    class Stats:
+        image: Image
+        mean: float
+        hist: list[float]
+
+    def count(text: str) -> int: ...
+    def table() -> dict[str, list[float]]: ...
+    def stats() -> Stats: ...
+
+    for fn in (count, table, stats):
+        job(fn)
+    assert inspected(count).schema()["outputs"] == {
+        "json": {"kind": "json", "many": False, "schema": {"type": "integer"}}}
+    assert inspected(table).outputs == {"json": "json"}
+    outs = inspected(stats).schema()["outputs"]
+    assert outs["image"] == {"kind": "image", "many": False}
+    assert outs["hist"]["kind"] == "json" and not outs["hist"]["many"]
+    assert outs["hist"]["schema"] == {"type": "array", "items": {"type": "number"}}
+
+
+def test_one_bad_job_does_not_sink_its_plugin() -> None:
+    import types
+
+    module = types.ModuleType("half")
+    exec("from stablecore import Text, job\n"
+         "class Foo: ...\n"
+         "@job\ndef good() -> Text: ...\n"
+         "@job\ndef bad(x: Foo) -> Text: ...\n", vars(module))
+    specs, errors = specs_in_module(module, "half", "1.0")
+    assert [s.name for s in specs] == ["good"]
+    assert list(errors) == ["bad"] and "cannot form a JSON schema" in errors["bad"]

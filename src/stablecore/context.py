@@ -40,8 +40,8 @@ class ModelCache:
         value = loader()
         self.loads += 1
         self.entries[key] = CachedModel(value, estimate_mb(value) if size_mb is None else size_mb)
-        while self.used_mb > self.budget_mb and len(self.entries) > 1:
-            self.entries.popitem(last=False)
+        while self.used_mb > self.budget_mb and self.entries:  # never over budget, even
+            self.entries.popitem(last=False)  # for one entry: the caller still gets `value`
         return value
 
     @property

@@ -61,6 +61,7 @@ class Job:
     worker: str | None = None
     outputs: dict[str, Any] | None = None
     error: str | None = None
+    traceback: str | None = None
     attempts: int = 0
     model_key: str | None = None
     batch_key: str | None = None

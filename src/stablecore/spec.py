@@ -57,6 +57,7 @@ class JobSpec:
     inputs: dict[str, InputSpec] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     many_outputs: set[str] = field(default_factory=set)  # outputs that are lists
+    json_outputs: dict[str, TypeAdapter] = field(default_factory=dict)  # turn values into JSON
     single_output: bool = True
     params_model: type[BaseModel] | None = None
 
@@ -71,13 +72,19 @@ class JobSpec:
             "description": self.description,
             "params": self.params_model.model_json_schema(),
             "inputs": {k: dataclasses.asdict(v) for k, v in self.inputs.items()},
-            "outputs": {k: {"kind": v, "many": k in self.many_outputs}
-                        for k, v in self.outputs.items()},
+            "outputs": {k: self._output_schema(k, v) for k, v in self.outputs.items()},
             "resources": {"gpu": self.gpu, "memory_mb": self.memory_mb},
             "batch": list(self.batch) if self.batch is not None else None,
             "batch_max": self.batch_max, "model_param": self.model_param,
             "timeout": self.timeout,
         }
+
+
+    def _output_schema(self, name: str, kind: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": kind, "many": name in self.many_outputs}
+        if name in self.json_outputs:
+            out["schema"] = self.json_outputs[name].json_schema()
+        return out
 
 
 def job(
@@ -164,42 +171,59 @@ def _check_default(where: str, name: str, annotation: Any, default: Any) -> None
 
 
 def _read_outputs(spec: JobSpec, where: str, ret: Any) -> None:
+    """Outputs are media, or plain JSON values (int, str, dict, list[float], a pydantic model,
+    ...): one of them, or the fields of a dataclass/NamedTuple."""
     if ret is None:
-        raise PluginError(f"{where}: the return annotation is missing (a media type, a "
-                          "dataclass/NamedTuple of media types, or None)")
+        raise PluginError(f"{where}: the return annotation is missing (a media type, a JSON "
+                          "type, a dataclass/NamedTuple of them, or None)")
     if ret is type(None):
         spec.single_output = False
         return
-    media = media_kind(ret)
-    if media.kind is not None:
-        spec.outputs = {media.kind: media.kind}
-        spec.many_outputs = {media.kind} if media.many else set()
-        return
     if isinstance(ret, type) and (dataclasses.is_dataclass(ret) or hasattr(ret, "_fields")):
         for out_name, ann in typing.get_type_hints(ret, include_extras=True).items():
-            media = media_kind(ann)
-            if media.kind is None:
-                raise PluginError(f"{where}: output {out_name!r} is not a media type")
-            spec.outputs[out_name] = media.kind
-            if media.many:
-                spec.many_outputs.add(out_name)
+            _add_output(spec, where, out_name, ann)
         spec.single_output = False
         return
-    raise PluginError(f"{where}: return type {ret!r} is neither a media type nor a "
-                      "dataclass/NamedTuple of media types")
+    media = media_kind(ret)
+    _add_output(spec, where, media.kind or "json", ret)
 
 
-def specs_in_module(module: ModuleType, plugin: str, version: str) -> list[JobSpec]:
-    specs = []
+def _add_output(spec: JobSpec, where: str, name: str, annotation: Any) -> None:
+    media = media_kind(annotation)
+    if media.kind is not None:
+        spec.outputs[name] = media.kind
+        if media.many:
+            spec.many_outputs.add(name)
+        return
+    try:
+        adapter = TypeAdapter(annotation)
+        adapter.json_schema()
+    except Exception as e:
+        raise PluginError(f"{where}: output {name!r} is neither a media type nor a JSON type "
+                          f"({annotation!r}): {e}") from e
+    spec.outputs[name] = "json"
+    spec.json_outputs[name] = adapter
+
+
+def specs_in_module(module: ModuleType, plugin: str, version: str,
+                    ) -> tuple[list[JobSpec], dict[str, str]]:
+    """The module's good jobs, and the bad ones' errors by job name: one bad job does not
+    keep the others from loading."""
+    specs, errors, found = [], {}, False
     for value in vars(module).values():
         spec = getattr(value, SPEC_ATTR, None)
         if isinstance(spec, JobSpec) and getattr(value, "__module__", None) == module.__name__:
+            found = True
             spec.plugin, spec.version = plugin, version
-            inspect_job(spec, plugin)
+            try:
+                inspect_job(spec, plugin)
+            except PluginError as e:
+                errors[spec.name] = e.message
+                continue
             specs.append(spec)
-    if not specs:
+    if not found:
         raise PluginError(f"plugin {plugin!r} ({module.__name__}) declares no @job functions")
-    return specs
+    return specs, errors
 
 
 @dataclass
@@ -209,6 +233,7 @@ class PluginInfo:
     version: str
     jobs: list[str] = field(default_factory=list)
     error: str | None = None
+    job_errors: dict[str, str] = field(default_factory=dict)  # a bad job's name -> why
     models: list[dict[str, Any]] = field(default_factory=list)  # its MODEL_FILES, as dicts
 
 
@@ -225,9 +250,12 @@ def discover(eps: list[EntryPoint] | None = None) -> tuple[dict[str, JobSpec], l
         try:
             module = ep.load()
             info.models = [m.to_dict() for m in declared(module, ep.name)]
-            for spec in specs_in_module(module, ep.name, version):
+            good, info.job_errors = specs_in_module(module, ep.name, version)
+            for spec in good:
                 specs[spec.full_name] = spec
                 info.jobs.append(spec.full_name)
+            if not good:
+                info.error = "; ".join(info.job_errors.values())
         except PluginError as e:
             info.error = e.message
         except BaseException as e:  # a plugin's import may raise anything, even SystemExit

@@ -17,34 +17,46 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from stablecore.errors import Conflict, NotFound
+from stablecore.errors import Conflict, InvalidParams, NotFound, StoreError
 from stablecore.records import Artifact, Event, Job, JobState, QueuedJob, check_move, new_id
 
 __all__ = ["Artifact", "Event", "Job", "JobState", "QueuedJob", "Store", "new_id"]
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, created REAL NOT NULL,
-    next_index INTEGER NOT NULL DEFAULT 1);
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, spec TEXT NOT NULL,
-    params TEXT NOT NULL, inputs TEXT NOT NULL, session_id TEXT NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 0, owner TEXT, state TEXT NOT NULL,
-    created REAL NOT NULL, started REAL, finished REAL, worker TEXT,
-    outputs TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT 0,
-    model_key TEXT, batch_key TEXT, timeout REAL);
-CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(state, priority DESC, seq);
-CREATE INDEX IF NOT EXISTS jobs_session ON jobs(session_id, seq);
-CREATE TABLE IF NOT EXISTS artifacts (
-    id TEXT PRIMARY KEY, sha256 TEXT NOT NULL, kind TEXT NOT NULL, mime TEXT NOT NULL,
-    size INTEGER NOT NULL, blob TEXT NOT NULL, name TEXT NOT NULL, path TEXT,
-    session_id TEXT, job_id TEXT, created REAL NOT NULL, meta TEXT NOT NULL DEFAULT '{}');
-CREATE INDEX IF NOT EXISTS artifacts_sha ON artifacts(sha256);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, type TEXT NOT NULL,
-    job_id TEXT, session_id TEXT, data TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
-"""
+# Numbered migrations: entry N moves a database from `PRAGMA user_version` N to N+1. They run
+# at start in one transaction, so a crash mid-way leaves the previous version intact. Never
+# edit a released entry; append a new one. Version 1 is the first schema (0.1.0), written with
+# IF NOT EXISTS so that data folders made before versioning (user_version 0) upgrade too.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE IF NOT EXISTS sessions (
+        id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, created REAL NOT NULL,
+        next_index INTEGER NOT NULL DEFAULT 1);
+    CREATE TABLE IF NOT EXISTS jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, spec TEXT NOT NULL,
+        params TEXT NOT NULL, inputs TEXT NOT NULL, session_id TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0, owner TEXT, state TEXT NOT NULL,
+        created REAL NOT NULL, started REAL, finished REAL, worker TEXT,
+        outputs TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+        model_key TEXT, batch_key TEXT, timeout REAL);
+    CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(state, priority DESC, seq);
+    CREATE INDEX IF NOT EXISTS jobs_session ON jobs(session_id, seq);
+    CREATE TABLE IF NOT EXISTS artifacts (
+        id TEXT PRIMARY KEY, sha256 TEXT NOT NULL, kind TEXT NOT NULL, mime TEXT NOT NULL,
+        size INTEGER NOT NULL, blob TEXT NOT NULL, name TEXT NOT NULL, path TEXT,
+        session_id TEXT, job_id TEXT, created REAL NOT NULL, meta TEXT NOT NULL DEFAULT '{}');
+    CREATE INDEX IF NOT EXISTS artifacts_sha ON artifacts(sha256);
+    CREATE TABLE IF NOT EXISTS events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, type TEXT NOT NULL,
+        job_id TEXT, session_id TEXT, data TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
+    """,
+    # 2: a failed job keeps its traceback; previews are found by kind for pruning.
+    """
+    ALTER TABLE jobs ADD COLUMN traceback TEXT;
+    CREATE INDEX artifacts_kind ON artifacts(kind, created);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class Store:
@@ -61,8 +73,23 @@ class Store:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: survives a process crash
-        self.db.executescript(SCHEMA)
         self._pending: list[Event] | None = None
+        self.migrate()
+
+    def migrate(self) -> int:
+        """Bring the schema to SCHEMA_VERSION in one transaction; return the version found."""
+        found = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if found > SCHEMA_VERSION:
+            raise StoreError(f"{self.data_dir} was written by a newer stable-core (schema "
+                             f"{found}, this one knows {SCHEMA_VERSION}); upgrade stable-core")
+        if found == SCHEMA_VERSION:
+            return found
+        with self.transaction() as db:
+            for script in MIGRATIONS[found:]:
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return found
 
     def close(self) -> None:
         self.db.close()
@@ -103,11 +130,26 @@ class Store:
 
     # --- sessions -------------------------------------------------------------------------
     def create_session(self, name: str | None = None) -> dict[str, Any]:
-        name = name or time.strftime("%Y-%m-%d_%H%M%S")
-        row = {"id": new_id("s"), "name": name, "created": time.time()}
+        """A session named `name` (a folder under sessions/), else one named by date and time."""
+        folder = self.data_dir / "sessions"
+        if name and (name.strip() in (".", "..")
+                     or (folder / name).resolve().parent != folder.resolve()):
+            raise InvalidParams(f"session name {name!r} does not name a folder inside "
+                                "sessions/", field="name")
         with self.transaction() as db:
-            if db.execute("SELECT 1 FROM sessions WHERE name = ?", (name,)).fetchone():
+            def taken(n: str) -> bool:
+                row = db.execute("SELECT 1 FROM sessions WHERE name = ?", (n,)).fetchone()
+                return row is not None
+
+            if not name:  # unique even when two are made in the same second
+                stamp, n = time.strftime("%Y-%m-%d_%H%M%S"), 1
+                name = stamp
+                while taken(name):
+                    n += 1
+                    name = f"{stamp}_{n}"
+            elif taken(name):
                 raise Conflict(f"a session named {name!r} exists", field="name")
+            row = {"id": new_id("s"), "name": name, "created": time.time()}
             db.execute("INSERT INTO sessions (id, name, created)"
                        " VALUES (:id, :name, :created)", row)
             self.emit("session.created", session_id=row["id"], name=name)
@@ -168,6 +210,11 @@ class Store:
             raise NotFound(f"no artifact {artifact_id!r}", artifact_id=artifact_id)
         return Artifact.from_row(row)
 
+    def artifact_by_sha(self, sha256: str) -> Artifact | None:
+        row = self.db.execute("SELECT * FROM artifacts WHERE sha256 = ? LIMIT 1",
+                              (sha256,)).fetchone()
+        return Artifact.from_row(row) if row else None
+
     def list_artifacts(self, session_id: str, limit: int = 100, offset: int = 0) -> list[Artifact]:
         rows = self.db.execute(
             "SELECT * FROM artifacts WHERE session_id = ? AND kind != 'preview' "
@@ -179,17 +226,24 @@ class Store:
 
     # --- jobs -----------------------------------------------------------------------------
     def add_job(self, job: Job) -> Job:
-        job.created = time.time()
+        return self.add_jobs([job])[0]
+
+    def add_jobs(self, jobs: list[Job]) -> list[Job]:
+        """Queue jobs in one transaction: accepted together, durable together."""
+        now = time.time()
         with self.transaction() as db:
-            cur = db.execute(
-                "INSERT INTO jobs (id, spec, params, inputs, session_id, priority, owner, state,"
-                " created, model_key, batch_key, timeout) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (job.id, job.spec, json.dumps(job.params), json.dumps(job.inputs),
-                 job.session_id, job.priority, job.owner, job.state, job.created,
-                 job.model_key, job.batch_key, job.timeout))
-            job.seq = cur.lastrowid or 0
-            self.emit(f"job.{job.state}", job.id, job.session_id, spec=job.spec)
-        return job
+            for job in jobs:
+                job.created = now
+                cur = db.execute(
+                    "INSERT INTO jobs (id, spec, params, inputs, session_id, priority, owner,"
+                    " state, created, model_key, batch_key, timeout)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (job.id, job.spec, json.dumps(job.params), json.dumps(job.inputs),
+                     job.session_id, job.priority, job.owner, job.state, job.created,
+                     job.model_key, job.batch_key, job.timeout))
+                job.seq = cur.lastrowid or 0
+                self.emit(f"job.{job.state}", job.id, job.session_id, spec=job.spec)
+        return jobs
 
     def get_job(self, job_id: str) -> Job:
         row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -212,10 +266,17 @@ class Store:
                                [*args, limit, offset])
         return [Job.from_row(r) for r in rows], total
 
-    def queued(self, limit: int) -> list[QueuedJob]:
-        """The head of the queue, priority first, then age: just what the scheduler needs."""
-        rows = self.db.execute("SELECT id, spec, model_key, batch_key FROM jobs WHERE state = "
-                               "'queued' ORDER BY priority DESC, seq LIMIT ?", (limit,))
+    def queued(self, limit: int, specs: set[str] | None = None) -> list[QueuedJob]:
+        """The head of the queue, priority first, then age: just what the scheduler needs.
+
+        With `specs`, only jobs of those specs: what the idle workers can run, so jobs no idle
+        worker takes (an isolated plugin's, GPU-only ones) never hide the rest behind them."""
+        where, args = "state = 'queued'", []
+        if specs is not None:
+            where += f" AND spec IN ({','.join('?' * len(specs))})"
+            args = sorted(specs)
+        rows = self.db.execute(f"SELECT id, spec, model_key, batch_key FROM jobs WHERE {where}"
+                               " ORDER BY priority DESC, seq LIMIT ?", (*args, limit))
         return [QueuedJob(*r) for r in rows]
 
     def claim(self, ids: list[str], worker: str) -> list[Job]:
@@ -237,7 +298,8 @@ class Store:
         return jobs
 
     def finish(self, job_id: str, state: JobState, outputs: dict[str, Any] | None = None,
-               error: str | None = None, params: dict[str, Any] | None = None) -> Job:
+               error: str | None = None, params: dict[str, Any] | None = None,
+               traceback: str | None = None) -> Job:
         """Move a job to a final state (or back to queued) with its outputs or error.
 
         `params` replaces the recorded params when the job decided some (a random seed)."""
@@ -248,11 +310,12 @@ class Store:
                 db.execute("UPDATE jobs SET params = ? WHERE id = ?", (json.dumps(params), job_id))
                 job.params = params
             now = time.time() if state.finished else None
-            db.execute("UPDATE jobs SET state = ?, outputs = ?, error = ?, finished = ?,"
-                       " worker = CASE WHEN ? THEN worker END WHERE id = ?",
-                       (state, json.dumps(outputs) if outputs else None, error, now,
+            db.execute("UPDATE jobs SET state = ?, outputs = ?, error = ?, traceback = ?,"
+                       " finished = ?, worker = CASE WHEN ? THEN worker END WHERE id = ?",
+                       (state, json.dumps(outputs) if outputs else None, error, traceback, now,
                         state.finished, job_id))
             job.state, job.outputs, job.error, job.finished = state, outputs, error, now
+            job.traceback = traceback
             data: dict[str, Any] = {"spec": job.spec}
             if outputs is not None:
                 data["outputs"] = outputs
@@ -312,6 +375,23 @@ class Store:
     def prune_events(self, older_than: float) -> int:
         with self.transaction() as db:
             return db.execute("DELETE FROM events WHERE ts < ?", (older_than,)).rowcount
+
+    def prune_previews(self, finished_before: float) -> int:
+        """Forget the previews of jobs that finished before `finished_before`, and their files
+        unless another artifact shares the blob. Returns how many previews went."""
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT a.id, a.blob FROM artifacts a JOIN jobs j ON j.id = a.job_id"
+                " WHERE a.kind = 'preview' AND j.finished IS NOT NULL AND j.finished < ?",
+                (finished_before,)).fetchall()
+            db.executemany("DELETE FROM artifacts WHERE id = ?", [(r["id"],) for r in rows])
+            blobs = {r["blob"] for r in rows}
+            kept = {r[0] for r in db.execute(
+                f"SELECT blob FROM artifacts WHERE blob IN ({','.join('?' * len(blobs))})",
+                sorted(blobs))} if blobs else set()
+        for blob in blobs - kept:
+            (self.data_dir / blob).unlink(missing_ok=True)
+        return len(rows)
 
 
 def _link(target: Path, link: Path) -> None:

@@ -1,15 +1,16 @@
 """The worker process: imports plugins, keeps models warm, runs jobs, reports over a pipe.
 
-Started by the supervisor as `python -m stablecore.worker ...`. It speaks JSON lines: run and
-cancel messages come in on stdin, events go out on the original stdout (plugin prints are
-sent to stderr so they cannot corrupt the protocol). EOF on stdin means the server is gone,
-and the worker exits at once.
+Started by a link (`engine/local.py`) as `python -m stablecore.worker ...`, it speaks the
+protocol of `protocol.py`: orders come in on stdin, messages go out on the original stdout.
+File descriptors 1 and 2 are pipes read by threads, so whatever a plugin (or a C library
+under it) prints becomes `job.log` lines of the running job and still reaches the server's
+console, and can never corrupt the protocol. EOF on stdin means the server is gone, and the
+worker exits at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import queue
@@ -17,6 +18,7 @@ import resource
 import shutil
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,67 +31,146 @@ import PIL.Image
 import psutil
 from pydantic import ValidationError
 
+from stablecore import protocol
 from stablecore.context import Context, ModelCache
 from stablecore.errors import JobCancelled
 from stablecore.media import read_input, sha256_file, write_output
+from stablecore.protocol import (
+    Blob,
+    Cancel,
+    Cancelled,
+    Done,
+    Failed,
+    FileRef,
+    Heartbeat,
+    Hello,
+    Idle,
+    Log,
+    Message,
+    Need,
+    Order,
+    OutputFile,
+    Progress,
+    Run,
+)
 from stablecore.spec import ENTRY_POINT_GROUP, JobSpec, discover
 
-Finish = Callable[[], list[dict[str, Any]]]
+Finish = Callable[[], list[Message]]
 PREVIEW_SIZE = 256
 DECODED_MB = 1024
+HEARTBEAT_S = 5.0
+LOG_LINES_PER_JOB = 2000  # a plugin printing in a loop must not flood the event log
+BLOB_WAIT_S = 600.0
 
 
 class Channel:
-    """The protocol pipe to the supervisor: one JSON object per line, thread-safe."""
+    """The protocol pipe to the engine: one JSON object per line, thread-safe."""
 
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
         self.lock = threading.Lock()
 
-    def send(self, *messages: dict[str, Any]) -> None:
-        data = b"".join(json.dumps(m, default=str).encode() + b"\n" for m in messages)
+    def send(self, *messages: Message) -> None:
+        data = protocol.encode(*messages)
         with self.lock:
             self.out.write(data)
             self.out.flush()
 
 
 class Inbox:
-    """Reads stdin on a thread: cancels take effect at once, runs wait in a queue."""
+    """Reads stdin on a thread: cancels take effect at once, runs wait in a queue, and blobs
+    the worker asked for are handed to the thread waiting for them."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self.stream = stream
-        self.runs: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.runs: queue.Queue[Run] = queue.Queue()
         self.cancelled: set[str] = set()
+        self.blobs: dict[str, queue.Queue[Blob]] = {}
+        self.on_cancel: Callable[[str], None] = lambda job_id: None
+
+    def start(self) -> None:
         threading.Thread(target=self._read, daemon=True, name="inbox").start()
 
     def _read(self) -> None:
         for line in self.stream:
-            msg = json.loads(line)
-            if msg["t"] == "cancel":
-                self.cancelled.add(msg["id"])
-            elif msg["t"] == "run":
+            msg = protocol.to_worker(line)
+            if isinstance(msg, Cancel):
+                self.cancelled.add(msg.id)
+                self.on_cancel(msg.id)
+            elif isinstance(msg, Run):
                 self.runs.put(msg)
+            elif msg.sha256 in self.blobs:
+                self.blobs[msg.sha256].put(msg)
         os._exit(0)  # stdin closed: the server is gone, and so are we
 
 
-class JobLogHandler(logging.Handler):
-    """Forwards `ctx.log` records to the server as job.log events."""
+class JobLog:
+    """The ids of the running jobs, and the one way log lines reach the engine for them."""
 
-    def __init__(self, channel: Channel) -> None:
-        super().__init__()
-        self.channel = channel
+    def __init__(self, channel: Channel, console: BinaryIO, name: str) -> None:
+        self.channel, self.console, self.name = channel, console, name
         self.ids: list[str] = []
+        self.lines = 0
+        self.lock = threading.Lock()
+
+    def begin(self, ids: list[str]) -> None:
+        with self.lock:
+            self.ids, self.lines = ids, 0
+
+    def end(self) -> None:
+        with self.lock:
+            self.ids = []
+
+    def write(self, level: str, msg: str, stream: str | None = None) -> None:
+        with self.lock:
+            self.console.write(f"[{self.name}] {msg}\n".encode(errors="replace"))
+            self.console.flush()
+            if not self.ids or self.lines > LOG_LINES_PER_JOB:
+                return
+            self.lines += 1
+            if self.lines > LOG_LINES_PER_JOB:
+                level = "WARNING"
+                msg = (f"(more than {LOG_LINES_PER_JOB} log lines: the rest are only on the "
+                       "server's console)")
+            self.channel.send(Log(ids=self.ids, level=level, msg=msg, stream=stream))
+
+    def capture(self, fd: int, stream: str) -> None:
+        """Point `fd` at a pipe whose lines become log lines (stderr ones as warnings)."""
+        read, write = os.pipe()
+        os.dup2(write, fd)
+        os.close(write)
+        level = "WARNING" if stream == "stderr" else "INFO"
+
+        def pump() -> None:
+            with os.fdopen(read, "rb") as lines:
+                for line in lines:
+                    self.write(level, line.decode(errors="replace").rstrip("\n"), stream)
+
+        threading.Thread(target=pump, daemon=True, name=f"capture-{stream}").start()
+
+
+class JobLogHandler(logging.Handler):
+    """Forwards `ctx.log` records to the engine as job.log lines."""
+
+    def __init__(self, joblog: JobLog) -> None:
+        super().__init__()
+        self.joblog = joblog
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.channel.send({"t": "log", "ids": self.ids, "level": record.levelname,
-                           "msg": record.getMessage()})
+        self.joblog.write(record.levelname, record.getMessage())
+
+
+class InputError(Exception):
+    """An input artifact cannot be read; names the artifact, never a path on the server."""
 
 
 class Worker:
     def __init__(self, name: str, device: str, tmpdir: Path, cache_mb: float,
-                 channel: Channel, inbox: Inbox, only: set[str] | None = None) -> None:
+                 channel: Channel, inbox: Inbox, joblog: JobLog, only: set[str] | None = None,
+                 max_pixels: int = 0) -> None:
         self.name, self.device, self.tmpdir = name, device, tmpdir
-        self.channel, self.inbox = channel, inbox
+        self.channel, self.inbox, self.joblog = channel, inbox, joblog
+        self.blobs = tmpdir / "blobs"  # content-addressed: inputs fetched over the link
         self.cache = ModelCache(cache_mb)
         self.decoded = ModelCache(DECODED_MB)  # decoded input images, by sha256
         self.decoded_lock = threading.Lock()
@@ -97,21 +178,25 @@ class Worker:
         self.log = logging.getLogger(f"stablecore.job.{name}")
         self.log.setLevel(logging.INFO)
         self.log.propagate = False
-        self.log_handler = JobLogHandler(channel)
-        self.log.addHandler(self.log_handler)
+        self.log.addHandler(JobLogHandler(joblog))
         self.jobs_done = 0
         self.only = only
+        self.max_pixels = max_pixels
         self.process = psutil.Process()
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="outputs")  # keeps their order
+        self.batch: list[str] = []  # ids of the batch being computed
+        self.reported: set[str] = set()  # ids whose outcome went out early (cancelled)
+        inbox.on_cancel = self._on_cancel
 
     def hello(self) -> None:
         eps = None
         if self.only:
             eps = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name in self.only]
         self.specs, plugins = discover(eps)
-        self.channel.send({"t": "hello", "pid": os.getpid(), "python": sys.executable,
-                           "specs": [s.schema() for s in self.specs.values()],
-                           "plugins": [p.__dict__ for p in plugins]})
+        self.channel.send(Hello(version=protocol.VERSION, pid=os.getpid(),
+                                python=sys.executable,
+                                specs=[s.schema() for s in self.specs.values()],
+                                plugins=[p.__dict__ for p in plugins]))
 
     def serve(self) -> None:
         while True:
@@ -120,23 +205,31 @@ class Worker:
             if finish is not None:  # after the status: a job ends after its worker's stats
                 self.writer.submit(lambda f=finish: self.channel.send(*f()))
 
-    def status(self) -> dict[str, Any]:
-        return {"t": "idle", "cache": self.cache.describe(), "loads": self.cache.loads,
-                "hits": self.cache.hits, "decoded_hits": self.decoded.hits,
-                "jobs_done": self.jobs_done,
-                "rss_mb": self.process.memory_info().rss / 2**20}
+    def status(self) -> Idle:
+        return Idle(cache=self.cache.describe(), loads=self.cache.loads, hits=self.cache.hits,
+                    decoded_hits=self.decoded.hits, jobs_done=self.jobs_done,
+                    rss_mb=self.process.memory_info().rss / 2**20)
 
-    def run(self, msg: dict[str, Any]) -> tuple[list[dict[str, Any]], Finish | None]:
+    def _on_cancel(self, job_id: str) -> None:
+        """Cancelling one job of a batch ends that job now; the rest of the batch goes on and
+        the cancelled job's result is dropped. The last one cancelled stops the batch."""
+        batch = self.batch
+        if job_id in batch and not all(i in self.inbox.cancelled for i in batch):
+            self.reported.add(job_id)
+            self.channel.send(Cancelled(id=job_id))
+
+    def run(self, msg: Run) -> tuple[list[Message], Finish | None]:
         """Run one job, or a batch of jobs of one spec.
 
         Returns the outcome messages of jobs that already ended, and for jobs with outputs
         the work that writes them: the writer thread does it, so the next job's compute
         overlaps this one's PNG encoding.
         """
-        jobs = msg["jobs"]
-        ids = [j["id"] for j in jobs]
-        spec = self.specs[jobs[0]["spec"]]
-        self.log_handler.ids = ids
+        jobs = msg.jobs
+        ids = [j.id for j in jobs]
+        spec = self.specs[jobs[0].spec]
+        self.joblog.begin(ids)
+        self.batch, self.reported = ids, set()
         scratch = self.tmpdir / f"scratch_{ids[0]}"  # the job's ctx.tmpdir, removed after it
         scratch.mkdir(parents=True, exist_ok=True)
         self.jobs_done += len(ids)
@@ -157,117 +250,194 @@ class Worker:
         except BaseException as e:
             shutil.rmtree(scratch, ignore_errors=True)
             self.inbox.cancelled.difference_update(ids)
+            self._end_batch()
+            pending = [i for i in ids if i not in self.reported]
             if isinstance(e, JobCancelled):
-                return [{"t": "cancelled", "id": i} for i in ids], None
-            traceback.print_exc()
-            return [{"t": "failed", "id": i, "error": describe_error(e)} for i in ids], None
+                return [Cancelled(id=i) for i in pending], None
+            error, trace = describe_error(e), format_traceback(e)
+            self.joblog.console.write(f"[{self.name}] {spec.full_name} failed: {error}\n"
+                                      .encode(errors="replace"))
+            return [Failed(id=i, error=error, traceback=trace) for i in pending], None
         # 3. write outputs: in the background when there are files to write
-        finish = partial(self._finish, spec, jobs, results, ctx.resolved, scratch)
+        reported = self.reported
+        self._end_batch()
+        finish = partial(self._finish, spec, jobs, results, ctx.resolved, scratch, reported)
         return ([], finish) if spec.outputs else (finish(), None)
 
-    def _finish(self, spec: JobSpec, jobs: list[dict[str, Any]], results: list[Any],
-                resolved: dict[int, dict[str, Any]], scratch: Path) -> list[dict[str, Any]]:
+    def _end_batch(self) -> None:
+        self.joblog.end()
+        self.batch = []
+
+    def _finish(self, spec: JobSpec, jobs: list[Order], results: list[Any],
+                resolved: dict[int, dict[str, Any]], scratch: Path,
+                reported: set[str]) -> list[Message]:
         """Write each job's outputs (with the params it resolved); its outcome message."""
-        outcomes = []
+        outcomes: list[Message] = []
         try:
             for index, (job, result) in enumerate(zip(jobs, results, strict=True)):
-                if job["id"] in self.inbox.cancelled:
-                    outcomes.append({"t": "cancelled", "id": job["id"]})
+                if job.id in reported:
                     continue
-                params = {**job["params"], **resolved.get(index, {})}
+                if job.id in self.inbox.cancelled:
+                    outcomes.append(Cancelled(id=job.id))
+                    continue
+                params = {**job.params, **resolved.get(index, {})}
                 try:
-                    outputs = self._write_outputs(spec, job["id"], params, result)
+                    outputs = self._write_outputs(spec, job.id, params, result)
                 except BaseException as e:
-                    traceback.print_exc()
-                    outcomes.append({"t": "failed", "id": job["id"],
-                                     "error": describe_error(e)})
+                    outcomes.append(Failed(id=job.id, error=describe_error(e),
+                                           traceback=format_traceback(e)))
                     continue
-                outcomes.append({"t": "done", "id": job["id"], "outputs": outputs,
-                                 "params": params})
+                outcomes.append(Done(id=job.id, outputs=outputs, params=params))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-            self.inbox.cancelled.difference_update(j["id"] for j in jobs)
+            self.inbox.cancelled.difference_update(j.id for j in jobs)
         return outcomes
 
-    def _arguments(self, spec: JobSpec, job: dict[str, Any]) -> dict[str, Any]:
+    def _arguments(self, spec: JobSpec, job: Order) -> dict[str, Any]:
         assert spec.params_model is not None
         try:
-            params = spec.params_model.model_validate(job["params"])
+            params = spec.params_model.model_validate(job.params)
         except ValidationError as e:
             raise ValueError(f"invalid params: {e}") from None
         args = {k: getattr(params, k) for k in spec.params_model.model_fields}
         for name, inp in spec.inputs.items():
-            ref = job["inputs"].get(name)
+            ref = job.inputs.get(name)
             if inp.many:
-                args[name] = [self._input(inp.kind, r) for r in ref or []]
+                refs = ref if isinstance(ref, list) else [ref] if ref else []
+                args[name] = [self._input(name, inp.kind, r) for r in refs]
             else:
-                args[name] = self._input(inp.kind, ref) if ref else None
+                args[name] = self._input(name, inp.kind, ref) if isinstance(ref, FileRef) else None
         return args
 
-    def _input(self, kind: str, ref: dict[str, str]) -> Any:
+    def _input(self, name: str, kind: str, ref: FileRef) -> Any:
         """An input's value. Decoded images stay in an LRU by content, so a re-run with other
         params, or the next job of a chain, skips the PNG decode; each job gets a copy."""
-        if kind != "image":
-            return read_input(kind, Path(ref["path"]))
-        with self.decoded_lock:  # the writer thread adds outputs to it
-            image = self.decoded.get(ref["sha256"], lambda: read_input(kind, Path(ref["path"])))
-            return image.copy()
+        try:
+            path = self._local_file(ref)
+            if kind not in ("image", "mask"):
+                return read_input(kind, path)
+            with self.decoded_lock:  # the writer thread adds outputs to it
+                image = self.decoded.get(ref.sha256, lambda: self._read_image(kind, path))
+                return image.copy()
+        except InputError:
+            raise
+        except Exception as e:  # name the artifact, not the file on the server's disk
+            detail = str(e).replace(str(ref.path or ""), ref.name or ref.id)
+            raise InputError(f"input {name!r} (artifact {ref.id}, {ref.name!r}): "
+                             f"{detail}") from None
 
-    def _remember(self, kind: str, value: Any, facts: dict[str, Any]) -> None:
+    def _read_image(self, kind: str, path: Path) -> PIL.Image.Image:
+        """Decode, after checking the size in the header: a 20 KB PNG may decode to GBs."""
+        if self.max_pixels:
+            with PIL.Image.open(path) as im:
+                w, h = im.size
+            if w * h > self.max_pixels:
+                raise InputError(f"image of {w}x{h} = {w * h / 1e6:.0f} megapixels is over the "
+                                 f"limit of {self.max_pixels / 1e6:.0f} (setting max_input_mpx)")
+        return read_input(kind, path)
+
+    def _local_file(self, ref: FileRef) -> Path:
+        """The input's file: its path when we share the disk, else our copy of the blob,
+        fetched from the engine the first time."""
+        if ref.path is not None and Path(ref.path).is_file():
+            return Path(ref.path)
+        path = self.blobs / ref.sha256
+        if path.is_file():
+            return path
+        waiting: queue.Queue[Blob] = queue.Queue()
+        self.inbox.blobs[ref.sha256] = waiting
+        try:
+            self.channel.send(Need(sha256=ref.sha256))
+            blob = waiting.get(timeout=BLOB_WAIT_S)
+        finally:
+            del self.inbox.blobs[ref.sha256]
+        if blob.error:
+            raise InputError(blob.error)
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(blob.raw())
+        if sha256_file(tmp) != ref.sha256:
+            tmp.unlink()
+            raise InputError(f"blob {ref.sha256[:12]} arrived corrupted")
+        tmp.replace(path)
+        return path
+
+    def _remember(self, kind: str, value: Any, facts: OutputFile) -> None:
         """Keep an image output decoded: a following job on this worker may take it as input."""
         if kind == "image" and value.mode in ("RGB", "RGBA"):
             with self.decoded_lock:
-                self.decoded.get(facts["sha256"], lambda: value)
+                self.decoded.get(facts.sha256, lambda: value)
 
     def _context(self, spec: JobSpec, ids: list[str], scratch: Path) -> Context:
         def report(step: int, total: int, preview: Any) -> None:
-            msg: dict[str, Any] = {"t": "progress", "ids": ids, "step": step, "total": total}
+            live = [i for i in ids if i not in self.reported]
+            msg = Progress(ids=live, step=step, total=total)
             if isinstance(preview, PIL.Image.Image):
-                msg["preview"] = self._save_preview(preview, ids[0], step)
+                msg.preview = self._save_preview(preview, ids[0], step)
             self.channel.send(msg)
 
         return Context(plugin=spec.plugin, device=self.device, cache=self.cache,
                        tmpdir=scratch, report=report, log=self.log,
                        is_cancelled=lambda: all(i in self.inbox.cancelled for i in ids))
 
-    def _save_preview(self, image: PIL.Image.Image, job_id: str, step: int) -> dict[str, Any]:
+    def _save_preview(self, image: PIL.Image.Image, job_id: str, step: int) -> OutputFile:
         small = image.convert("RGB")
         small.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))
         path = self.tmpdir / f"{job_id}_preview_{step}.jpg"
         small.save(path, quality=80)
-        return {"path": str(path), "kind": "preview", "mime": "image/jpeg", "ext": "jpg",
-                "sha256": sha256_file(path), "meta": {"width": small.width,
-                                                       "height": small.height}}
+        return OutputFile(path=str(path), kind="preview", mime="image/jpeg", ext="jpg",
+                          sha256=sha256_file(path), size=path.stat().st_size,
+                          meta={"width": small.width, "height": small.height})
 
     def _write_outputs(self, spec: JobSpec, job_id: str, params: dict[str, Any],
-                       result: Any) -> dict:
+                       result: Any) -> dict[str, OutputFile | list[OutputFile]]:
         if spec.single_output:
             values = {next(iter(spec.outputs)): result}
         else:
             values = {name: getattr(result, name) for name in spec.outputs}
-        outputs = {}
+        outputs: dict[str, OutputFile | list[OutputFile]] = {}
         for name, value in values.items():
             if value is None:
                 continue
             kind, dest = spec.outputs[name], self.tmpdir / f"{job_id}_{name}"
+            if name in spec.json_outputs:
+                value = spec.json_outputs[name].dump_python(value, mode="json")
             if name in spec.many_outputs:
                 if not isinstance(value, list | tuple):
                     raise TypeError(f"output {name!r} must be a list, got {type(value).__name__}")
-                outputs[name] = [write_output(kind, v, dest.with_name(f"{dest.name}_{i:04d}"),
-                                              spec.full_name, params) for i, v in enumerate(value)]
-                for v, facts in zip(value, outputs[name], strict=True):
+                files = [self._write(kind, v, dest.with_name(f"{dest.name}_{i:04d}"), spec,
+                                     params) for i, v in enumerate(value)]
+                outputs[name] = files
+                for v, facts in zip(value, files, strict=True):
                     self._remember(kind, v, facts)
             else:
-                outputs[name] = write_output(kind, value, dest, spec.full_name, params)
+                outputs[name] = self._write(kind, value, dest, spec, params)
                 self._remember(kind, value, outputs[name])
         return outputs
+
+    def _write(self, kind: str, value: Any, dest: Path, spec: JobSpec,
+               params: dict[str, Any]) -> OutputFile:
+        return OutputFile(**write_output(kind, value, dest, spec.full_name, params))
 
 
 def describe_error(e: BaseException) -> str:
     """A one-line cause a user can act on; out-of-memory is named as such."""
     if isinstance(e, MemoryError) or "OutOfMemory" in type(e).__name__:
         return f"out of memory: {type(e).__name__}: {e}".rstrip(": ")
+    if isinstance(e, InputError):
+        return str(e)
     return f"{type(e).__name__}: {e}"
+
+
+def format_traceback(e: BaseException) -> str:
+    return "".join(traceback.format_exception(e))
+
+
+def heartbeat(channel: Channel) -> None:
+    """Tell the engine we are alive, also while a long job runs (a remote link needs it)."""
+    while True:
+        time.sleep(HEARTBEAT_S)
+        channel.send(Heartbeat())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -277,20 +447,29 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tmp", type=Path, required=True)
     ap.add_argument("--cache-mb", type=float, default=8192)
     ap.add_argument("--memory-limit-mb", type=float, default=0)
+    ap.add_argument("--max-input-mpx", type=float, default=0)
     ap.add_argument("--plugins", default="", help="comma list: load only these plugins")
     args = ap.parse_args(argv)
 
-    # The protocol keeps the real stdout; anything a plugin prints goes to stderr.
+    # 1. The protocol keeps the real stdout; fds 1 and 2 become pipes read into job logs.
     out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
+    console = os.fdopen(os.dup(2), "wb")
+    channel = Channel(out)
+    joblog = JobLog(channel, console, args.name)
+    joblog.capture(1, "stdout")
+    joblog.capture(2, "stderr")
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    # 2. Limits, then the plugins (their imports may print: the pipes catch it).
     if args.memory_limit_mb:
         limit = int(args.memory_limit_mb * 2**20)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     args.tmp.mkdir(parents=True, exist_ok=True)
-    channel = Channel(out)
+    threading.Thread(target=heartbeat, args=(channel,), daemon=True, name="heartbeat").start()
+    inbox = Inbox(sys.stdin.buffer)
     only = {p for p in args.plugins.split(",") if p}
-    worker = Worker(args.name, args.device, args.tmp, args.cache_mb, channel,
-                    Inbox(sys.stdin.buffer), only)
+    worker = Worker(args.name, args.device, args.tmp, args.cache_mb, channel, inbox, joblog,
+                    only, int(args.max_input_mpx * 1e6))
+    inbox.start()
     worker.hello()
     channel.send(worker.status())
     worker.serve()

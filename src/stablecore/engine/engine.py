@@ -2,30 +2,40 @@
 
 Everything runs on the server's event loop, so no locks: a worker message, a submit and a
 timer tick each run to completion. The store is the truth; the engine only keeps what is
-live (which worker runs what, the latest progress).
+live (which worker runs what, the latest progress). It reaches workers only through
+`WorkerLink` (engine/link.py) and the messages of `protocol.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stablecore import protocol
 from stablecore.config import Settings
 from stablecore.engine.catalog import Catalog
-from stablecore.engine.local import WorkerProcess, detect_devices, exit_cause
+from stablecore.engine.link import WorkerLink, WorkerState
+from stablecore.engine.pool import Environments, Pool
 from stablecore.engine.scheduler import WorkerView, plan
-from stablecore.errors import Conflict, InvalidParams, NotFound, NotReady, StableCoreError
-from stablecore.manager.installer import Manager
-from stablecore.store import Job, JobState, QueuedJob, Store, new_id
+from stablecore.errors import (
+    Conflict,
+    InvalidParams,
+    NotFound,
+    NotReady,
+    ProtocolError,
+    StableCoreError,
+)
+from stablecore.protocol import Blob, Cancel, FileRef, Order, OutputFile, Run
+from stablecore.store import Job, JobState, Store, new_id
 
 TICK_S = 0.1
 PROGRESS_EVENT_EVERY_S = 0.05
 QUEUE_LOOKAHEAD = 64
+PRUNE_EVERY_S = 60.0
 
 
 @dataclass
@@ -41,77 +51,65 @@ class Running:
     kill_reason: str | None = None
 
 
+@dataclass
+class JobRequest:
+    """One job as a client asks for it, before any check."""
+
+    spec: str
+    params: dict[str, Any]
+    inputs: dict[str, Any]
+    session: str | None = None
+    priority: int = 0
+
+
 class Engine:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store,
+                 environments: Environments = dict) -> None:
         self.settings = settings
         self.store = store
         self.catalog = Catalog()
         self.ready = asyncio.Event()
-        self.workers: dict[str, WorkerProcess] = {}
+        self.pool = Pool(settings, environments, self._on_message, self._on_exit, self.spawn)
         self.running: dict[str, Running] = {}
         self.progress: dict[str, dict[str, Any]] = {}
         self.batch_max: dict[str, int] = {}
-        self.devices: list[str] = []
         self._last_progress_event: dict[str, float] = {}
+        self._hellos: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
+
+    @property
+    def workers(self) -> dict[str, WorkerLink]:
+        return self.pool.workers
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         self.store.recover(self.settings.max_attempts)
-        self.devices = self.settings.workers or detect_devices()
-        for i, device in enumerate(self.devices):
-            self.workers[f"w{i}"] = self._worker(f"w{i}", device)
-        self.workers.update(self._isolated_workers())
-        for w in self.workers.values():
-            await w.start(self._on_message, self._on_exit)
+        self.settings.models_home.mkdir(parents=True, exist_ok=True)
+        await self.pool.start()
         self.spawn(self._ticker())
 
-    def _worker(self, name: str, device: str, python: str | None = None,
-                plugin: str | None = None) -> WorkerProcess:
-        args = ["--cache-mb", str(self.settings.cache_budget_mb),
-                "--memory-limit-mb", str(self.settings.worker_memory_limit_mb)]
-        if plugin:
-            args += ["--plugins", plugin]
-        tmp = self.settings.data_dir / "tmp" / name
-        return WorkerProcess(name, device, tmp, args, python=python or sys.executable)
-
-    def _isolated_workers(self) -> dict[str, WorkerProcess]:
-        """One worker per plugin installed `--isolated`, with its own env's interpreter."""
-        out = {}
-        for entry in Manager(self.settings.plugins_home).entries().values():
-            if entry.env != "base":
-                python = str(Path(entry.env) / "bin" / "python")
-                out[f"w-{entry.name}"] = self._worker(f"w-{entry.name}", self.devices[0],
-                                                      python, entry.name)
-        return out
-
     async def reload(self) -> None:
-        """Pick up installed, updated or removed plugins: workers restart once idle."""
-        wanted = self._isolated_workers()
-        for name, worker in list(self.workers.items()):
-            if name.startswith("w-") and name not in wanted:
-                await worker.stop()
-                del self.workers[name]
-                self.catalog.forget(name)
-        for name, worker in wanted.items():
-            if name not in self.workers:
-                self.workers[name] = worker
-                await worker.start(self._on_message, self._on_exit)
-            else:
-                self.workers[name].reload_pending = True
-        for name, worker in self.workers.items():
-            if not name.startswith("w-"):
-                worker.reload_pending = True
-            if worker.reload_pending and worker.state == "idle" and not worker.jobs:
-                self.spawn(self._recycle(worker))
+        await self.pool.reload(self.catalog.forget)
+
+    async def rescan(self, timeout: float) -> None:
+        """Restart every worker (once idle) and wait until each announced its catalog again,
+        so new plugins and model files appear without restarting the server."""
+        self._hellos = {name: asyncio.Event() for name in self.workers}
+        await self.reload()
+        waits = [e.wait() for e in self._hellos.values()]
+        try:
+            await asyncio.wait_for(asyncio.gather(*waits), timeout)
+        except TimeoutError:
+            raise NotReady(f"workers did not report back within {timeout:g} s; the "
+                           "catalog updates as they do") from None
 
     async def stop(self) -> None:
         """Stop workers; jobs they were running go back to the queue for the next start."""
         self._stopping = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*(w.stop() for w in self.workers.values()))
+        await self.pool.stop()
         for job_id in list(self.running):
             with contextlib.suppress(StableCoreError):
                 self.store.finish(job_id, JobState.QUEUED)
@@ -133,6 +131,36 @@ class Engine:
     def submit(self, spec: str, params: dict[str, Any], inputs: dict[str, Any],
                session_id: str | None, priority: int = 0, owner: str | None = None) -> Job:
         """Check a request against the catalog and queue it durably."""
+        return self.submit_many([JobRequest(spec, params, inputs, session_id, priority)],
+                                owner)[0]
+
+    def submit_many(self, requests: list[JobRequest], owner: str | None = None) -> list[Job]:
+        """Check every request, then queue all in one transaction: all of them or none."""
+        jobs = []
+        current = None
+        for index, req in enumerate(requests):
+            where = f"jobs[{index}]." if len(requests) > 1 else ""
+            try:
+                checked = self.catalog.check(req.spec, req.params, self._artifacts(req.inputs))
+                if req.session:
+                    session_id = self.store.get_session(req.session)["id"]
+                else:
+                    current = current or self.store.current_session()["id"]
+                    session_id = current
+            except StableCoreError as e:
+                if where:
+                    e.message = f"{where}{e.message}"
+                    e.fields["field"] = where + str(e.fields.get("field", ""))
+                raise
+            jobs.append(Job(new_id("j"), checked.spec, checked.params, checked.inputs,
+                            session_id, JobState.QUEUED, priority=req.priority, owner=owner,
+                            model_key=checked.model_key, batch_key=checked.batch_key,
+                            timeout=checked.timeout or self.settings.job_timeout_s))
+        self.store.add_jobs(jobs)
+        self.dispatch()
+        return jobs
+
+    def _artifacts(self, inputs: dict[str, Any]) -> dict[str, Any]:
         arts: dict[str, Any] = {}
         for key, ref in inputs.items():
             ids = ref if isinstance(ref, list) else [ref]
@@ -144,19 +172,11 @@ class Engine:
             except NotFound as e:
                 raise InvalidParams(f"inputs.{key}: {e.message}", field=f"inputs.{key}") from None
             arts[key] = found if isinstance(ref, list) else found[0]
-        checked = self.catalog.check(spec, params, arts)
-        session = (self.store.get_session(session_id) if session_id
-                   else self.store.current_session())
-        job = Job(new_id("j"), checked.spec, checked.params, checked.inputs, session["id"],
-                  JobState.QUEUED, priority=priority, owner=owner, model_key=checked.model_key,
-                  batch_key=checked.batch_key,
-                  timeout=checked.timeout or self.settings.job_timeout_s)
-        self.store.add_job(job)
-        self.dispatch()
-        return job
+        return arts
 
     def cancel(self, job_id: str) -> Job:
-        """A queued job is cancelled at once; a running one is asked, then killed after grace."""
+        """A queued job is cancelled at once; a running one is asked to stop. Its worker is
+        killed after the grace period only if no other job on it is still wanted."""
         job = self.store.get_job(job_id)
         if job.state in (JobState.QUEUED, JobState.WAITING):
             return self.store.finish(job_id, JobState.CANCELLED, error="cancelled by request")
@@ -165,9 +185,14 @@ class Engine:
             raise Conflict(f"job {job_id} is {job.state}; only queued or running jobs cancel",
                            job_id=job_id, state=str(job.state))
         if run.kill_state is None:
-            self.workers[run.worker].send({"t": "cancel", "id": job_id})
-            run.kill_at = time.monotonic() + self.settings.cancel_grace_s
+            worker = self.workers[run.worker]
+            worker.send(Cancel(id=job_id))
             run.kill_state, run.kill_reason = JobState.CANCELLED, "cancelled by request"
+            mates = [self.running[i] for i in worker.jobs if i in self.running]
+            if all(m.kill_state is not None for m in mates):
+                kill_at = time.monotonic() + self.settings.cancel_grace_s
+                for mate in mates:
+                    mate.kill_at = mate.kill_at or kill_at
         return job
 
     def reprioritize(self, job_id: str, priority: int) -> Job:
@@ -184,17 +209,18 @@ class Engine:
     # --- dispatch ---------------------------------------------------------------------------
     def dispatch(self) -> None:
         idle = [w for w in self.workers.values()
-                if w.state == "idle" and not self._wants_recycle(w)]
+                if w.state == WorkerState.IDLE and not self.pool.wants_recycle(w)]
         if not idle:
             return
-        queue = self.store.queued(QUEUE_LOOKAHEAD + self.settings.batch_max)
-        if not queue:
-            return
         views = [WorkerView(w.name, self._runnable(w), w.models) for w in idle]
+        wanted = set().union(*(v.specs for v in views))
+        if not wanted:
+            return
+        queue = self.store.queued(QUEUE_LOOKAHEAD + self.settings.batch_max, wanted)
         for view, jobs in plan(queue, views, self.batch_max):
-            self._run(self.workers[view.name], jobs)
+            self._run(self.workers[view.name], [q.id for q in jobs])
 
-    def _runnable(self, worker: WorkerProcess) -> set[str]:
+    def _runnable(self, worker: WorkerLink) -> set[str]:
         """The specs a worker may run: jobs that declare `gpu=True` go to GPU workers only,
         when this server has any (on a CPU-only machine they run on the CPU)."""
         if worker.device.startswith("cuda") or not any(
@@ -202,123 +228,150 @@ class Engine:
             return worker.specs
         return {s for s in worker.specs if not self.catalog.specs[s]["resources"]["gpu"]}
 
-    def _run(self, worker: WorkerProcess, queued: list[QueuedJob]) -> None:
-        jobs = self.store.claim([q.id for q in queued], worker.name)
+    def _run(self, worker: WorkerLink, ids: list[str]) -> None:
+        jobs = self.store.claim(ids, worker.name)
         now = time.monotonic()
-        payload = []
+        orders = []
         for job in jobs:
             self.running[job.id] = Running(worker.name, now + (job.timeout or 1e12), job.spec,
                                            job.session_id)
-            inputs = {}
+            inputs: dict[str, FileRef | list[FileRef]] = {}
             for key, ref in job.inputs.items():
-                refs = [self._input_file(i) for i in (ref if isinstance(ref, list) else [ref])]
+                refs = [self._file_ref(i, worker) for i in (ref if isinstance(ref, list)
+                                                            else [ref])]
                 inputs[key] = refs if isinstance(ref, list) else refs[0]
-            payload.append({"id": job.id, "spec": job.spec, "params": job.params,
-                            "inputs": inputs})
-        worker.state = "busy"
+            orders.append(Order(id=job.id, spec=job.spec, params=job.params, inputs=inputs))
+        worker.move(WorkerState.BUSY)
         worker.jobs += [j.id for j in jobs]
-        worker.send({"t": "run", "jobs": payload})
+        worker.send(Run(jobs=orders))
 
-    def _input_file(self, artifact_id: str) -> dict[str, str]:
+    def _file_ref(self, artifact_id: str, worker: WorkerLink) -> FileRef:
         art = self.store.get_artifact(artifact_id)
-        return {"path": str(self.store.artifact_file(art)), "kind": art.kind,
-                "sha256": art.sha256}
+        path = str(self.store.artifact_file(art)) if worker.shares_files else None
+        return FileRef(sha256=art.sha256, kind=art.kind, size=art.size, id=art.id,
+                       name=art.name, path=path)
 
     # --- what workers report ----------------------------------------------------------------
-    def _on_message(self, worker: WorkerProcess, msg: dict[str, Any]) -> None:
-        kind = msg["t"]
-        if kind == "hello":
-            self.catalog.update(worker.name, msg["specs"], msg["plugins"])
-            top = self.settings.batch_max
-            self.batch_max = {name: min(s.get("batch_max") or top, top)
-                              for name, s in self.catalog.specs.items()}
-            worker.specs = {s["name"] for s in msg["specs"]}
-            worker.python = msg["python"]
-            with self.store.transaction():
-                self.store.emit("worker.up", worker=worker.name, device=worker.device,
-                                pid=msg["pid"])
-            self.ready.set()
-        elif kind == "idle":
-            worker.cache = msg["cache"]
-            worker.stats = {k: msg[k] for k in ("loads", "hits", "decoded_hits", "jobs_done",
-                                                "rss_mb")}
-            worker.state = "idle"  # its last jobs may still be writing their outputs
-            self._next(worker)
-        elif kind == "progress":
-            self._on_progress(msg)
-        elif kind == "log":
-            with self.store.transaction():
-                for job_id in msg["ids"]:
-                    self.store.emit("job.log", job_id, level=msg["level"], msg=msg["msg"])
-        elif kind in ("done", "failed", "cancelled"):
-            self._on_outcome(worker, msg)
-            if worker.state == "idle" and not worker.jobs and self._wants_recycle(worker):
-                self.spawn(self._recycle(worker))
+    def _on_message(self, worker: WorkerLink, msg: protocol.FromWorker) -> None:
+        match msg:
+            case protocol.Hello():
+                self._on_hello(worker, msg)
+            case protocol.Idle():
+                worker.cache = msg.cache
+                worker.stats = msg.model_dump(exclude={"t", "cache"})
+                if worker.state != WorkerState.IDLE:  # its last jobs may still be writing
+                    worker.move(WorkerState.IDLE)
+                self._next(worker)
+            case protocol.Progress():
+                self._on_progress(msg)
+            case protocol.Log():
+                with self.store.transaction():
+                    for job_id in msg.ids:
+                        run = self.running.get(job_id)
+                        self.store.emit("job.log", job_id, run.session_id if run else None,
+                                        level=msg.level, msg=msg.msg, stream=msg.stream)
+            case protocol.Need():
+                self._send_blob(worker, msg.sha256)
+            case protocol.Done() | protocol.Failed() | protocol.Cancelled():
+                self._on_outcome(worker, msg)
+                if (worker.state == WorkerState.IDLE and not worker.jobs
+                        and self.pool.wants_recycle(worker)):
+                    self.spawn(self.pool.recycle(worker))
 
-    def _on_progress(self, msg: dict[str, Any]) -> None:
-        preview = msg.get("preview")
-        art_id = None
+    def _on_hello(self, worker: WorkerLink, msg: protocol.Hello) -> None:
+        try:
+            protocol.check_hello(msg, worker.name)
+        except ProtocolError as e:
+            with self.store.transaction():
+                self.store.emit("worker.refused", worker=worker.name, error=e.message)
+            raise
+        self.catalog.update(worker.name, msg.specs, msg.plugins)
+        top = self.settings.batch_max
+        self.batch_max = {name: min(s.get("batch_max") or top, top)
+                          for name, s in self.catalog.specs.items()}
+        worker.specs = {s["name"] for s in msg.specs}
+        worker.python, worker.pid = msg.python, msg.pid
+        with self.store.transaction():
+            self.store.emit("worker.up", worker=worker.name, device=worker.device, pid=msg.pid)
+        self.ready.set()
+        if worker.name in self._hellos:
+            self._hellos[worker.name].set()
+
+    def _send_blob(self, worker: WorkerLink, sha256: str) -> None:
+        """A worker that does not share our disk asks for an input's bytes, once."""
+        art = self.store.artifact_by_sha(sha256)
+        if art is None:
+            worker.send(Blob(sha256=sha256, error=f"no artifact with sha256 {sha256[:12]}"))
+            return
+        worker.send(Blob.of(sha256, self.store.artifact_file(art).read_bytes()))
+
+    def _on_progress(self, msg: protocol.Progress) -> None:
+        preview, art_id = msg.preview, None
         now = time.monotonic()
-        for job_id in msg["ids"]:
+        for job_id in msg.ids:
             job = self.running.get(job_id)  # no database read: progress can be frequent
             if job is None:
                 continue
             if preview is not None and art_id is None:
                 art_id = self.store.add_artifact(
-                    Path(preview["path"]), preview["sha256"], "preview", preview["mime"],
-                    preview["ext"], f"{job.spec}.preview.{preview['ext']}", job.session_id,
-                    job_id, preview["meta"]).id
-            state = {"step": msg["step"], "total": msg["total"], "preview": art_id}
+                    Path(preview.path), preview.sha256, "preview", preview.mime, preview.ext,
+                    f"{job.spec}.preview.{preview.ext}", job.session_id, job_id,
+                    preview.meta).id
+            state = {"step": msg.step, "total": msg.total, "preview": art_id}
             self.progress[job_id] = state
             last = self._last_progress_event.get(job_id, 0.0)
-            if art_id or msg["step"] >= msg["total"] or now - last >= PROGRESS_EVENT_EVERY_S:
+            if art_id or msg.step >= msg.total or now - last >= PROGRESS_EVENT_EVERY_S:
                 self._last_progress_event[job_id] = now
                 with self.store.transaction():
                     self.store.emit("job.progress", job_id, job.session_id, **state)
 
-    def _next(self, worker: WorkerProcess) -> None:
+    def _next(self, worker: WorkerLink) -> None:
         """An idle worker gets work, or is recycled once nothing of it is pending."""
-        if not self._wants_recycle(worker):
+        if not self.pool.wants_recycle(worker):
             self.dispatch()
-        elif worker.state == "idle" and not worker.jobs:
-            self.spawn(self._recycle(worker))
+        elif not worker.jobs:
+            self.spawn(self.pool.recycle(worker))
 
-    def _on_outcome(self, worker: WorkerProcess, msg: dict[str, Any]) -> None:
-        job_id = msg["id"]
+    def _on_outcome(self, worker: WorkerLink,
+                    msg: protocol.Done | protocol.Failed | protocol.Cancelled) -> None:
+        job_id = msg.id
         if job_id in worker.jobs:
             worker.jobs.remove(job_id)
         if self.running.pop(job_id, None) is None:
             return  # already settled (e.g. killed after grace)
         self.progress.pop(job_id, None)
         self._last_progress_event.pop(job_id, None)
-        if msg["t"] == "done":
-            job = self.store.get_job(job_id) if msg["outputs"] else None
+        if isinstance(msg, protocol.Done):
+            job = self.store.get_job(job_id) if msg.outputs else None
             with self.store.transaction():
-                outputs = {}
-                for name, out in msg["outputs"].items():
+                outputs: dict[str, Any] = {}
+                for name, out in msg.outputs.items():
                     assert job is not None
                     refs = [self._keep_output(job, o) for o in
                             (out if isinstance(out, list) else [out])]
                     outputs[name] = refs if isinstance(out, list) else refs[0]
                 self.store.finish(job_id, JobState.SUCCEEDED, outputs=outputs,
-                                  params=msg.get("params"))
+                                  params=msg.params)
             worker.failures = 0
-        elif msg["t"] == "cancelled":
+        elif isinstance(msg, protocol.Cancelled):
             self.store.finish(job_id, JobState.CANCELLED, error="cancelled by request")
         else:
-            self.store.finish(job_id, JobState.FAILED, error=msg["error"])
+            self.store.finish(job_id, JobState.FAILED, error=msg.error,
+                              traceback=msg.traceback)
 
-    def _keep_output(self, job: Job, out: dict[str, Any]) -> dict[str, Any]:
+    def _keep_output(self, job: Job, out: OutputFile) -> dict[str, Any]:
         """Move one output file into the store and the job's session folder."""
         art = self.store.add_artifact(
-            Path(out["path"]), out["sha256"], out["kind"], out["mime"], out["ext"],
-            f"{job.spec}.{out['ext']}", job.session_id, job.id, out["meta"], label=job.spec)
-        return {"id": art.id, "kind": art.kind, "mime": art.mime, "path": art.path}
+            Path(out.path), out.sha256, out.kind, out.mime, out.ext, f"{job.spec}.{out.ext}",
+            job.session_id, job.id, out.meta, label=job.spec)
+        ref = {"id": art.id, "kind": art.kind, "mime": art.mime, "path": art.path}
+        if out.kind == "json":
+            ref["value"] = out.value
+        return ref
 
-    def _on_exit(self, worker: WorkerProcess, returncode: int) -> None:
+    def _on_exit(self, worker: WorkerLink, cause: str) -> None:
         """A worker ended: settle its jobs with the cause, then restart it with backoff."""
-        cause = exit_cause(returncode)
-        expected = worker.state == "stopping"
+        expected = worker.state == WorkerState.STOPPING
         for job_id in worker.jobs:
             run = self.running.pop(job_id, None)
             if run is None:
@@ -330,45 +383,32 @@ class Engine:
                 self.store.finish(job_id, JobState.QUEUED)
             else:
                 self.store.finish(job_id, JobState.FAILED, error=f"worker died: {cause}")
-        worker.state, worker.jobs, worker.cache = "down", [], []
+        worker.move(WorkerState.DOWN)
+        worker.jobs, worker.cache = [], []
         with self.store.transaction():
             self.store.emit("worker.down", worker=worker.name, cause=cause, expected=expected)
-        if self._stopping or expected:
-            return
-        worker.failures += 1
-        worker.restarts += 1
-        self.spawn(self._restart(worker, min(30.0, 0.25 * 2 ** (worker.failures - 1))))
-
-    async def _restart(self, worker: WorkerProcess, delay: float) -> None:
-        await asyncio.sleep(delay)
-        if not self._stopping:
-            await worker.start(self._on_message, self._on_exit)
-
-    def _wants_recycle(self, worker: WorkerProcess) -> bool:
-        s, stats = self.settings, worker.stats
-        return bool(worker.reload_pending
-                    or (s.worker_max_jobs and stats.get("jobs_done", 0) >= s.worker_max_jobs)
-                    or (s.worker_max_rss_mb and stats.get("rss_mb", 0) > s.worker_max_rss_mb))
-
-    async def _recycle(self, worker: WorkerProcess) -> None:
-        worker.reload_pending = False
-        await worker.stop()
-        worker.restarts += 1
-        if not self._stopping:
-            await worker.start(self._on_message, self._on_exit)
+        if not (self._stopping or expected):
+            self.pool.restart_later(worker)
 
     # --- timers -----------------------------------------------------------------------------
     async def _ticker(self) -> None:
         last_prune = 0.0
         while True:
             await asyncio.sleep(TICK_S)
-            self.check_deadlines(time.monotonic())
-            if time.monotonic() - last_prune > 3600:
-                last_prune = time.monotonic()
-                self.store.prune_events(time.time() - self.settings.event_retention_s)
+            now = time.monotonic()
+            self.check_deadlines(now)
+            self.pool.check_settled(now)
+            if now - last_prune > PRUNE_EVERY_S:
+                last_prune = now
+                self.prune(time.time())
+
+    def prune(self, now: float) -> None:
+        self.store.prune_events(now - self.settings.event_retention_s)
+        self.store.prune_previews(now - self.settings.preview_retention_s)
 
     def check_deadlines(self, now: float) -> None:
-        """Kill the worker of a job past its timeout, or past its cancel grace period."""
+        """Kill the worker of a job past its timeout, or past its cancel grace period, and
+        a worker that went silent (no message, not even a heartbeat)."""
         for job_id, run in list(self.running.items()):
             if run.kill_at is not None and now >= run.kill_at:
                 self.workers[run.worker].kill()
@@ -377,3 +417,8 @@ class Engine:
                 run.kill_reason = f"timed out after {self.store.get_job(job_id).timeout:g} s"
                 run.kill_at = now
                 self.workers[run.worker].kill()
+        limit = self.settings.heartbeat_timeout_s
+        for worker in self.workers.values():
+            if worker.state in (WorkerState.IDLE, WorkerState.BUSY) and \
+                    now - worker.last_seen > limit:
+                worker.kill()

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from stablecore import protocol
+from stablecore.engine.link import OnExit, OnMessage, WorkerLink, WorkerState
+from stablecore.errors import ProtocolError
+from stablecore.protocol import Blob, ToWorker
 
 STREAM_LIMIT = 64 * 2**20  # one message may carry a large catalog
 
@@ -39,70 +42,69 @@ def detect_devices() -> list[str]:
 
 
 def exit_cause(returncode: int) -> str:
-    """`killed by signal 9 (SIGKILL)` or `exit code 3`, for a job's error."""
+    """`killed by signal 11 (SIGSEGV)` or `exit code 3`, for a job's error. A SIGKILL is the
+    kernel's OOM killer or a person: both are named, since we cannot tell which."""
+    if returncode == -signal.SIGKILL:
+        return "killed by SIGKILL (out of memory, or killed from outside)"
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
         except ValueError:
             name = "unknown"
-        hint = ", out of memory?" if -returncode == signal.SIGKILL else ""
-        return f"killed by signal {-returncode} ({name}{hint})"
+        return f"killed by signal {-returncode} ({name})"
     return f"exit code {returncode}"
 
 
-@dataclass
-class WorkerProcess:
-    """One supervised worker process and what it last reported."""
+@dataclass(eq=False)
+class LocalLink(WorkerLink):
+    """A worker process on this machine, speaking the protocol over its stdin and stdout."""
 
-    name: str
-    device: str
-    tmpdir: Path
-    args: list[str]
-    python: str = sys.executable
-    state: str = "down"  # down -> starting -> idle <-> busy; stopping
-    pid: int | None = None
-    jobs: list[str] = field(default_factory=list)
-    specs: set[str] = field(default_factory=set)
-    cache: list[dict[str, Any]] = field(default_factory=list)
-    stats: dict[str, Any] = field(default_factory=dict)
-    restarts: int = 0
-    reload_pending: bool = False
-    failures: int = 0  # consecutive deaths, for the restart backoff
-    started_at: float = 0.0
+    tmpdir: Path = Path("tmp")
+    args: list[str] = field(default_factory=list)
+    interpreter: str = sys.executable
+    env: dict[str, str] = field(default_factory=dict)  # added to ours
     proc: asyncio.subprocess.Process | None = None
+    reader: asyncio.Task | None = None
 
-    @property
-    def models(self) -> set[str]:
-        return {entry["key"] for entry in self.cache}
-
-    async def start(self, on_message: Callable[[WorkerProcess, dict], None],
-                    on_exit: Callable[[WorkerProcess, int], None]) -> None:
+    async def start(self, on_message: OnMessage, on_exit: OnExit) -> None:
         self.tmpdir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         if self.device.startswith("cuda:"):
             env["CUDA_VISIBLE_DEVICES"] = self.device.split(":", 1)[1]
         self.proc = await asyncio.create_subprocess_exec(
-            self.python, "-m", "stablecore.worker", "--name", self.name,
+            self.interpreter, "-m", "stablecore.worker", "--name", self.name,
             "--device", "cuda:0" if self.device.startswith("cuda") else self.device,
             "--tmp", str(self.tmpdir), *self.args,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             env=env, start_new_session=True, limit=STREAM_LIMIT)
-        self.pid, self.state, self.started_at = self.proc.pid, "starting", time.monotonic()
-        self.jobs, self.cache = [], []
-        asyncio.get_running_loop().create_task(self._read(on_message, on_exit))
+        self.move(WorkerState.STARTING)
+        self.pid, self.started_at = self.proc.pid, time.monotonic()
+        self.last_seen, self.jobs, self.cache = self.started_at, [], []
+        self.reader = asyncio.get_running_loop().create_task(
+            self._read(self.proc, on_message, on_exit))
 
-    async def _read(self, on_message: Callable[[WorkerProcess, dict], None],
-                    on_exit: Callable[[WorkerProcess, int], None]) -> None:
-        proc = self.proc
-        assert proc is not None and proc.stdout is not None
+    async def _read(self, proc: asyncio.subprocess.Process, on_message: OnMessage,
+                    on_exit: OnExit) -> None:
+        assert proc.stdout is not None
+        cause = None
         while line := await proc.stdout.readline():
-            on_message(self, json.loads(line))
+            self.last_seen = time.monotonic()
+            try:
+                on_message(self, protocol.from_worker(line))
+            except ProtocolError as e:  # a worker that speaks nonsense is ended, not trusted
+                cause = e.message
+                self.kill()
+                break
+            except Exception:  # an engine bug must not stop us noticing the worker's end
+                traceback.print_exc()
         returncode = await proc.wait()
-        on_exit(self, returncode)
+        on_exit(self, cause or exit_cause(returncode))
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: ToWorker) -> None:
         if self.proc is not None and self.proc.stdin is not None:
-            self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+            if isinstance(message, Blob):
+                self.blob_bytes_sent += len(message.data) * 3 // 4
+            self.proc.stdin.write(protocol.encode(message))
 
     def kill(self) -> None:
         """SIGKILL the whole process group: the worker and anything a plugin started."""
@@ -113,9 +115,9 @@ class WorkerProcess:
     async def stop(self, timeout: float = 3.0) -> None:
         """Close stdin (the worker exits on EOF); kill it if it does not within `timeout`."""
         proc = self.proc
-        if proc is None or proc.returncode is not None:
+        if proc is None or proc.returncode is not None or self.state == WorkerState.DOWN:
             return
-        self.state = "stopping"
+        self.move(WorkerState.STOPPING)
         if proc.stdin is not None:
             proc.stdin.close()
         try:
@@ -123,8 +125,5 @@ class WorkerProcess:
         except TimeoutError:
             self.kill()
             await proc.wait()
-
-    def public(self) -> dict[str, Any]:
-        return {"name": self.name, "device": self.device, "state": self.state, "pid": self.pid,
-                "python": self.python, "jobs": self.jobs, "models": self.cache,
-                "restarts": self.restarts, **self.stats}
+        if self.reader is not None:
+            await asyncio.shield(self.reader)  # on_exit has run: the state is settled

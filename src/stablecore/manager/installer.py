@@ -138,6 +138,13 @@ print(json.dumps({"pins": pins(base_roots()),
 """
 
 
+def isolated_envs(home: Path) -> dict[str, str]:
+    """Plugin name -> the python of its own environment, for plugins installed `--isolated`:
+    the engine starts one worker per entry."""
+    return {name: str(Path(e.env) / "bin" / "python")
+            for name, e in Manager(home).entries().items() if e.env != "base"}
+
+
 def probe(python: Path) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
     """(pins, installed versions) as the target interpreter sees its environment."""
     out = subprocess.run([str(python), "-c", PROBE], capture_output=True, text=True)

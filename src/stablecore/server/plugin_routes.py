@@ -10,16 +10,18 @@ import sys
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from stablecore.manager.installer import Manager
-from stablecore.server.auth import require_admin
 from stablecore.manager.sources import GIT_URL_RE, check_git_url, check_name, split_source
+from stablecore.server.auth import require_admin
 
 router = APIRouter(prefix="/api/plugins")
 
 
 class InstallRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     source: str = Field(description="git URL or index name, optionally @REF")
     isolated: bool = Field(False, description="install into an environment of its own")
 
@@ -93,3 +95,16 @@ async def reload(request: Request) -> dict[str, Any]:
     require_admin(request)
     await request.app.state.engine.reload()
     return {"ok": True, "workers": list(request.app.state.engine.workers)}
+
+
+RESCAN_WAIT_S = 120.0
+
+
+@router.post("/rescan")
+async def rescan(request: Request) -> dict[str, Any]:
+    """Restart the workers (each once idle) so they list plugins and model files anew, and
+    answer with the new catalog once every worker has reported it."""
+    require_admin(request)
+    engine = request.app.state.engine
+    await engine.rescan(RESCAN_WAIT_S)
+    return {"plugins": engine.catalog.plugins, "specs": len(engine.catalog.specs)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 import wave
 from dataclasses import dataclass
@@ -149,3 +150,43 @@ def noise(size: int = Field(1024, ge=8, le=8192), seed: int = 0) -> Image:
 @job(description="Needs a GPU: report the device it got.", gpu=True)
 def device(ctx: Context) -> Text:
     return ctx.device
+
+
+@job(description="Batchable and slow: reports progress in steps, so a batch can be cancelled "
+     "part-way.", batch=("steps",), batch_max=4)
+def slow_batch(ctx: Context, value: int = 0,
+               steps: int = Field(20, ge=1, le=1000), delay: float = 0.05) -> Text:
+    values = value
+    for i in range(steps[0]):
+        time.sleep(delay[0])
+        ctx.progress(i + 1, steps[0])
+    return [f"value={v} batch={len(values)}" for v in values]
+
+
+@job(description="Print to stdout and stderr, then fail or not.")
+def chatty(lines: int = Field(2, ge=0, le=5000), fail: bool = True) -> Text:
+    for i in range(lines):
+        print(f"stdout line {i}")
+    print("a warning on stderr", file=sys.stderr)
+    os.write(1, b"straight to fd 1\n")  # what a C library would do
+    if fail:
+        raise RuntimeError("chatty failed on purpose")
+    return "ok"
+
+
+@job(description="Plain values as outputs: a count.")
+def count(text: str = "a b c") -> int:
+    return len(text.split())
+
+
+@dataclass
+class Summary:
+    words: list[str]
+    stats: dict[str, float]
+    image: Image
+
+
+@job(description="Several outputs: JSON values and an image.")
+def summary(text: str = "b a c") -> Summary:
+    words = sorted(text.split())
+    return Summary(words, {"n": float(len(words))}, PIL.Image.new("RGB", (4, 4)))
