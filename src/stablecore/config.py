@@ -18,6 +18,7 @@ from stablecore.errors import ConfigError
 
 ENV_PREFIX = "STABLECORE_"
 CONFIG_NAME = "stablecore.toml"
+MIN_TOKEN_CHARS = 16
 
 
 class Settings(BaseModel):
@@ -29,15 +30,32 @@ class Settings(BaseModel):
     port: int = Field(5000, ge=0, le=65535, description="TCP port (0 picks a free one)")
     data_dir: Path = Field(Path("data"), description="SQLite database and artifact files")
     token: str | None = Field(None, description="access token required on every route")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names served without a token besides loopback ones (DNS rebinding guard)",
+    )
     workers: list[str] = Field(
         default_factory=list,
         description="one worker per entry: 'cpu' or 'cuda:N'; empty = one per GPU, else one cpu",
     )
     max_upload_mb: float = Field(512, gt=0, description="largest accepted upload")
+    max_body_mb: float = Field(1, gt=0, description="largest request body other than uploads")
     job_timeout_s: float = Field(3600, gt=0, description="a job running longer is failed")
     cancel_grace_s: float = Field(5, ge=0, description="wait before a cancel kills the worker")
     worker_max_jobs: int = Field(0, ge=0, description="recycle a worker after N jobs (0 = never)")
-    worker_max_rss_mb: float = Field(0, ge=0, description="recycle a worker above this RSS")
+    worker_max_rss_mb: float | None = Field(
+        None, ge=0, description="recycle an idle worker above this RSS (default: half the "
+        "machine's memory shared among the workers; 0 = never)")
+    max_input_mpx: float = Field(64, ge=0, description="largest input image in megapixels, "
+                                 "checked before decoding (0 = no limit)")
+    preview_retention_s: float = Field(3600, ge=0, description="how long previews of finished "
+                                       "jobs are kept")
+    models_dir: Path | None = Field(None, description="model folders, one per plugin "
+                                    "(default data_dir/models)")
+    share_files: bool = Field(True, description="local workers read inputs by path; off: "
+                              "they fetch the bytes as a remote worker does")
+    heartbeat_timeout_s: float = Field(60, gt=0, description="a worker silent this long is "
+                                       "killed")
     worker_memory_limit_mb: float = Field(
         0, ge=0, description="hard address-space limit per worker (0 = none; not with CUDA)"
     )
@@ -57,12 +75,25 @@ class Settings(BaseModel):
     def plugins_home(self) -> Path:
         return self.plugins_dir or self.data_dir / "plugins"
 
+    @property
+    def models_home(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
+
     def check_safe(self) -> None:
         """Raise if the settings would expose the server without credentials."""
-        if not is_loopback(self.host) and not self.token:
+        if is_loopback(self.host):
+            return
+        if not self.token:
             raise ConfigError(
                 f"refusing to bind {self.host} without an access token: set one with "
-                f"--token, {ENV_PREFIX}TOKEN or `token = \"...\"` in {CONFIG_NAME}",
+                f"--token, {ENV_PREFIX}TOKEN or `token = \"...\"` in {CONFIG_NAME} "
+                f"(`stable-core token new` prints one)",
+                field="token",
+            )
+        if len("".join(self.token.split())) < MIN_TOKEN_CHARS:
+            raise ConfigError(
+                f"refusing to bind {self.host} with a weak access token: it needs at least "
+                f"{MIN_TOKEN_CHARS} non-blank characters; `stable-core token new` prints one",
                 field="token",
             )
 

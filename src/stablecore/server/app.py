@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
+from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import Receive, Scope, Send
 
 from stablecore import __version__
 from stablecore.config import Settings
 from stablecore.engine.engine import Engine
-from stablecore.errors import StableCoreError
-from stablecore.server.auth import TokenAuth
+from stablecore.errors import InvalidParams, MethodNotAllowed, NotFound, StableCoreError, clip
+from stablecore.manager.installer import isolated_envs
+from stablecore.server.auth import BodyLimit, HostOriginGuard, TokenAuth
 from stablecore.server.events import EventHub
 from stablecore.server.model_routes import router as model_router
 from stablecore.server.plugin_routes import router as plugin_router
@@ -26,6 +35,60 @@ NO_UI = """<!doctype html><title>stable-core</title><body style="font-family:san
 <h1>stable-core is running</h1><p>The web UI is not built ({dist} is missing).
 Build it with <code>make run</code> (it runs <code>npm ci && npm run build</code> in
 <code>web/</code>). The API is at <a href="/docs">/docs</a>.</p></body>"""
+LOCATIONS = ("body", "query", "path", "header", "cookie")
+API_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")  # documented ones; HEAD goes with GET
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API has this shape (it is `StableCoreError.to_dict`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str = Field(description="the error's type, e.g. NotFound, InvalidParams")
+    detail: str = Field(description="what went wrong, naming the bad value")
+    field: str | None = Field(None, description="the request field at fault, if one is")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": HTTPStatus(code).phrase}
+    for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)
+}
+
+
+def invalid_request(errors: Sequence[Any]) -> InvalidParams:
+    """FastAPI's request validation errors as one InvalidParams naming the first field."""
+    problems = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ())]
+        field = ".".join(loc[1:] if loc[:1] and loc[0] in LOCATIONS else loc) or "body"
+        msg = "unknown field" if err.get("type") == "extra_forbidden" else err.get("msg", "")
+        problems.append((field, msg))
+    return InvalidParams("; ".join(f"{f}: {m}" for f, m in problems), field=problems[0][0])
+
+
+class NoRoute:
+    """The last /api route: 405 (with Allow) for a path that takes other methods, else 404,
+    so nothing under /api falls through to the web UI's static files."""
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        self.routes = routes
+        self.route = Route("/api/{path:path}", self, include_in_schema=False)
+
+    def answer(self, scope: Scope) -> JSONResponse:
+        method, path = scope["method"], scope["path"]
+        before = self.routes[:self.routes.index(self.route)]  # not the web UI's mount
+        allowed = {m for m in API_METHODS for route in before
+                   if route.matches({**scope, "method": m})[0] == Match.FULL}
+        if not allowed:
+            error: StableCoreError = NotFound(f"no API route {clip(path)!r}")
+            return JSONResponse(error.to_dict(), status_code=error.status)
+        allow = ", ".join(sorted(allowed))
+        error = MethodNotAllowed(f"{clip(method, 20)} is not allowed on {clip(path)!r}; "
+                                 f"allowed: {allow}", field="method")
+        return JSONResponse(error.to_dict(), status_code=error.status, headers={"Allow": allow})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.answer(scope)(scope, receive, send)
 
 
 def create_app(settings: Settings, web_dist: Path = WEB_DIST) -> FastAPI:
@@ -33,7 +96,7 @@ def create_app(settings: Settings, web_dist: Path = WEB_DIST) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub = EventHub()
         store = Store(settings.data_dir, on_event=hub.publish)
-        engine = Engine(settings, store)
+        engine = Engine(settings, store, partial(isolated_envs, settings.plugins_home))
         app.state.settings, app.state.hub, app.state.store = settings, hub, store
         app.state.engine = engine
         await engine.start()
@@ -44,13 +107,25 @@ def create_app(settings: Settings, web_dist: Path = WEB_DIST) -> FastAPI:
             store.close()
 
     app = FastAPI(title="stable-core", version=__version__, lifespan=lifespan)
-    app.include_router(plugin_router)
-    app.include_router(router)
-    app.include_router(model_router)
+    app.include_router(plugin_router, responses=ERROR_RESPONSES)
+    app.include_router(router, responses=ERROR_RESPONSES)
+    app.include_router(model_router, responses=ERROR_RESPONSES)
+    app.router.routes.append(NoRoute(app.router.routes).route)
 
     @app.exception_handler(StableCoreError)
     async def on_error(request: Request, exc: StableCoreError) -> JSONResponse:
         return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        error = invalid_request(exc.errors())
+        return JSONResponse(error.to_dict(), status_code=error.status)
+
+    @app.exception_handler(HTTPException)
+    async def on_http(request: Request, exc: HTTPException) -> JSONResponse:
+        name = HTTPStatus(exc.status_code).phrase.title().replace(" ", "").replace("-", "")
+        return JSONResponse({"error": name, "detail": clip(str(exc.detail), 400)},
+                            status_code=exc.status_code, headers=exc.headers)
 
     if (web_dist / "index.html").is_file():
         app.mount("/", StaticFiles(directory=web_dist, html=True), name="web")
@@ -59,6 +134,10 @@ def create_app(settings: Settings, web_dist: Path = WEB_DIST) -> FastAPI:
         async def no_ui() -> HTMLResponse:
             return HTMLResponse(NO_UI.format(dist=web_dist), status_code=503)
 
+    # the first added runs innermost: the Host/Origin guard, then the token, then the size
+    app.add_middleware(BodyLimit, limit=int(settings.max_body_mb * 2**20))
     if settings.token:
         app.add_middleware(TokenAuth, token=settings.token)
+    app.add_middleware(HostOriginGuard, check_host=not settings.token,
+                       allowed_hosts=settings.allowed_hosts)
     return app

@@ -13,17 +13,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import UploadFile
 
 from stablecore import __version__
 from stablecore.engine.engine import Engine
+from stablecore.engine.engine import JobRequest as EngineJob
 from stablecore.errors import InvalidParams, PayloadTooLarge, UnsupportedMedia
 from stablecore.media import sniff
 from stablecore.server.events import FINAL_TYPES, EventHub
 from stablecore.store import JobState, Store
 
 router = APIRouter(prefix="/api")
+MAX_INT = 2**63 - 1  # SQLite's largest integer
+Offset = Annotated[int, Query(ge=0, le=MAX_INT)]
+Since = Annotated[int | None, Query(ge=0, le=MAX_INT, description="resume after this seq")]
 CATALOG_WAIT_S = 60.0
 
 
@@ -40,6 +44,8 @@ def hub_of(request: Request | WebSocket) -> EventHub:
 
 
 class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     spec: str = Field(description="job name, e.g. `palette.match`")
     params: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[str, Any] = Field(default_factory=dict, description="input name -> artifact id")
@@ -48,7 +54,17 @@ class JobRequest(BaseModel):
 
 
 class SessionRequest(BaseModel):
-    name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[\w.\- ]+$")
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[\w.\- ]+$",
+                             description="the session folder's name; default: date and time")
+
+    @field_validator("name")
+    @classmethod
+    def not_dots(cls, name: str | None) -> str | None:
+        if name is not None and name.strip() in (".", ".."):
+            raise ValueError(f"{name!r} names no folder of its own")
+        return name
 
 
 @router.get("/health")
@@ -80,18 +96,29 @@ async def plugins(request: Request) -> list[dict[str, Any]]:
     return engine.catalog.plugins
 
 
+MAX_JOBS_PER_REQUEST = 10_000
+
+
 @router.post("/jobs", status_code=201)
-async def submit(request: Request, body: JobRequest) -> dict[str, Any]:
+async def submit(request: Request, body: JobRequest | list[JobRequest],
+                 ) -> dict[str, Any] | list[dict[str, Any]]:
+    """Queue one job, or a list of jobs in one transaction (all are accepted, or none)."""
     engine = engine_of(request)
     await engine.wait_ready(CATALOG_WAIT_S)
-    job = engine.submit(body.spec, body.params, body.inputs, body.session, body.priority)
-    return engine.job_public(job)
+    many = isinstance(body, list)
+    requests = body if isinstance(body, list) else [body]
+    if not requests or len(requests) > MAX_JOBS_PER_REQUEST:
+        raise InvalidParams(f"a list of 1 to {MAX_JOBS_PER_REQUEST} jobs, got {len(requests)}",
+                            field="body")
+    jobs = engine.submit_many([EngineJob(r.spec, r.params, r.inputs, r.session, r.priority)
+                               for r in requests])
+    return [engine.job_public(j) for j in jobs] if many else engine.job_public(jobs[0])
 
 
 @router.get("/jobs")
 async def list_jobs(request: Request, state: JobState | None = None, session: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-                    offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                    offset: Offset = 0) -> dict[str, Any]:
     engine = engine_of(request)
     jobs, total = store_of(request).list_jobs(state, session, limit, offset)
     return {"jobs": [engine.job_public(j) for j in jobs], "total": total, "limit": limit,
@@ -111,12 +138,13 @@ async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
 
 @router.get("/jobs/{job_id}/events")
 async def job_events(request: Request, job_id: str,
-                     since: Annotated[int | None, Query(ge=0)] = None) -> StreamingResponse:
+                     since: Since = None) -> StreamingResponse:
     """Server-Sent Events of one job, from the start (or `since` / Last-Event-ID) to its end."""
     store = store_of(request)
     job = store.get_job(job_id)
     last_id = request.headers.get("last-event-id", "")
-    start = int(last_id) if last_id.isdigit() else (since or 0)
+    start = int(last_id) if last_id.isascii() and last_id.isdigit() else (since or 0)
+    start = min(start, MAX_INT)
 
     async def stream() -> Any:
         if job.state.finished and not store.events_since(start, job_id, limit=1):
@@ -131,7 +159,7 @@ async def job_events(request: Request, job_id: str,
 
 
 @router.websocket("/events")
-async def events(ws: WebSocket, since: int | None = None, job: str | None = None,
+async def events(ws: WebSocket, since: Since = None, job: str | None = None,
                  session: str | None = None) -> None:
     """Every event (or one job's, one session's) as JSON; `since` resumes after a seq."""
     await ws.accept()
@@ -159,7 +187,14 @@ def _safe_name(name: str | None) -> str:
     return re.sub(r"[^\w.\- ]", "_", Path(name or "upload").name)[:120] or "upload"
 
 
-@router.post("/artifacts", status_code=201)
+UPLOAD_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary",
+                 "description": "an image, audio, video, text or numbers file"},
+        "session": {"type": "string", "description": "session id to file it under"}}}}}}
+
+
+@router.post("/artifacts", status_code=201, openapi_extra={"requestBody": UPLOAD_BODY})
 async def upload(request: Request) -> dict[str, Any]:
     """Multipart upload (field `file`, optional `session`); streamed to disk, size-limited."""
     store = store_of(request)
@@ -244,7 +279,7 @@ async def create_session(request: Request, body: SessionRequest) -> dict[str, An
 @router.get("/sessions/{session_id}")
 async def get_session(request: Request, session_id: str,
                       limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                      offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                      offset: Offset = 0) -> dict[str, Any]:
     store = store_of(request)
     session = store.get_session(session_id)
     arts = store.list_artifacts(session_id, limit, offset)
@@ -257,6 +292,8 @@ async def workers(request: Request) -> list[dict[str, Any]]:
 
 
 class PriorityRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     priority: int = Field(ge=-1000, le=1000, description="higher runs first")
 
 
