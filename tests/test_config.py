@@ -36,6 +36,6 @@ def test_bad_values_name_the_setting_and_its_origin(tmp_path: Path) -> None:
 def test_exposed_bind_requires_a_token() -> None:
     Settings(host="127.0.0.1").check_safe()
     Settings(host="localhost").check_safe()
-    Settings(host="0.0.0.0", token="secret").check_safe()
+    Settings(host="0.0.0.0", token="a-secret-of-16-chars").check_safe()
     with pytest.raises(ConfigError, match="STABLECORE_TOKEN"):
         Settings(host="0.0.0.0").check_safe()

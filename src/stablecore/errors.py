@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+MAX_DETAIL = 400  # characters of a message sent to a client; echoed client values are cut
+MAX_VALUE = 200  # characters of a string field sent to a client
+
+
+def clip(text: str, limit: int = MAX_VALUE) -> str:
+    """`text`, cut to `limit` characters with a note of how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
 
 class StableCoreError(Exception):
     """Base of all stable-core errors; `status` is the HTTP status the API answers with."""
@@ -14,7 +24,9 @@ class StableCoreError(Exception):
         self.fields = fields
 
     def to_dict(self) -> dict:
-        return {"error": type(self).__name__, "detail": self.message, **self.fields}
+        """The one error shape of the API: `error` (this class's name), `detail`, fields."""
+        fields = {k: clip(v) if isinstance(v, str) else v for k, v in self.fields.items()}
+        return {"error": type(self).__name__, "detail": clip(self.message, MAX_DETAIL), **fields}
 
 
 class NotFound(StableCoreError):
@@ -29,8 +41,14 @@ class InvalidParams(StableCoreError):
     status = 422
 
 
+class MethodNotAllowed(StableCoreError):
+    """The route exists but does not take this HTTP method."""
+
+    status = 405
+
+
 class PayloadTooLarge(StableCoreError):
-    """An upload exceeds the configured size limit."""
+    """An upload or a request body exceeds the configured size limit."""
 
     status = 413
 

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from stablecore.cli.models import models_app
 from stablecore.cli.plugin import plugin_app
+from stablecore.cli.token import token_app
 from stablecore.client import ApiError, Client
 from stablecore.config import Settings, load_settings
 from stablecore.errors import ConfigError
@@ -26,6 +27,7 @@ jobs_app = typer.Typer(help="List, show and cancel jobs.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(plugin_app, name="plugin")
 app.add_typer(models_app, name="models")
+app.add_typer(token_app, name="token")
 console = Console()
 err = Console(stderr=True)
 

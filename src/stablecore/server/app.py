@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
-from starlette.routing import BaseRoute, Match, Route
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from stablecore import __version__
@@ -36,7 +36,6 @@ NO_UI = """<!doctype html><title>stable-core</title><body style="font-family:san
 Build it with <code>make run</code> (it runs <code>npm ci && npm run build</code> in
 <code>web/</code>). The API is at <a href="/docs">/docs</a>.</p></body>"""
 LOCATIONS = ("body", "query", "path", "header", "cookie")
-API_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")  # documented ones; HEAD goes with GET
 
 
 class ErrorBody(BaseModel):
@@ -56,39 +55,56 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def invalid_request(errors: Sequence[Any]) -> InvalidParams:
-    """FastAPI's request validation errors as one InvalidParams naming the first field."""
+    """FastAPI's request validation errors as one InvalidParams naming the first field.
+
+    A body that may be one of several shapes (a job or a list of jobs) gets errors per shape,
+    tagged with the shape's name; those saying "not this shape" are left out when others exist.
+    """
     problems = []
     for err in errors:
         loc = [str(p) for p in err.get("loc", ())]
-        field = ".".join(loc[1:] if loc[:1] and loc[0] in LOCATIONS else loc) or "body"
+        loc = loc[1:] if loc[:1] and loc[0] in LOCATIONS else loc
+        tags = [p for p in loc if "[" in p or p[:1].isupper()]  # JobRequest, list[JobRequest]
+        field = ".".join(p for p in loc if p not in tags) or "body"
         msg = "unknown field" if err.get("type") == "extra_forbidden" else err.get("msg", "")
-        problems.append((field, msg))
-    return InvalidParams("; ".join(f"{f}: {m}" for f, m in problems), field=problems[0][0])
+        wrong_shape = bool(tags) and str(err.get("type", "")).endswith("_type")
+        problems.append((wrong_shape, field, msg))
+    kept = [p for p in problems if not p[0]] or problems
+    return InvalidParams("; ".join(f"{f}: {m}" for _, f, m in kept), field=kept[0][1])
 
 
 class NoRoute:
     """The last /api route: 405 (with Allow) for a path that takes other methods, else 404,
     so nothing under /api falls through to the web UI's static files."""
 
-    def __init__(self, routes: Sequence[BaseRoute]) -> None:
-        self.routes = routes
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
         self.route = Route("/api/{path:path}", self, include_in_schema=False)
 
-    def answer(self, scope: Scope) -> JSONResponse:
-        method, path = scope["method"], scope["path"]
-        before = self.routes[:self.routes.index(self.route)]  # not the web UI's mount
-        allowed = {m for m in API_METHODS for route in before
-                   if route.matches({**scope, "method": m})[0] == Match.FULL}
+    def allowed(self, path: str) -> list[str]:
+        """The methods documented for `path`; as in OpenAPI, a concrete path
+        (/api/plugins/reload) is matched before a templated one (/api/plugins/{name})."""
+        parts = path.split("/")
+        found = []
+        for template, operations in self.app.openapi()["paths"].items():
+            names = template.split("/")
+            if len(names) == len(parts) and all(
+                    n == p or (n.startswith("{") and p) for n, p in zip(names, parts, strict=True)):
+                found.append((template.count("{"), sorted(m.upper() for m in operations)))
+        return min(found)[1] if found else []
+
+    def answer(self, method: str, path: str) -> JSONResponse:
+        allowed = self.allowed(path)
         if not allowed:
             error: StableCoreError = NotFound(f"no API route {clip(path)!r}")
             return JSONResponse(error.to_dict(), status_code=error.status)
-        allow = ", ".join(sorted(allowed))
+        allow = ", ".join(allowed)
         error = MethodNotAllowed(f"{clip(method, 20)} is not allowed on {clip(path)!r}; "
                                  f"allowed: {allow}", field="method")
         return JSONResponse(error.to_dict(), status_code=error.status, headers={"Allow": allow})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.answer(scope)(scope, receive, send)
+        await self.answer(scope["method"], scope["path"])(scope, receive, send)
 
 
 def create_app(settings: Settings, web_dist: Path = WEB_DIST) -> FastAPI:
@@ -110,7 +126,7 @@ def create_app(settings: Settings, web_dist: Path = WEB_DIST) -> FastAPI:
     app.include_router(plugin_router, responses=ERROR_RESPONSES)
     app.include_router(router, responses=ERROR_RESPONSES)
     app.include_router(model_router, responses=ERROR_RESPONSES)
-    app.router.routes.append(NoRoute(app.router.routes).route)
+    app.router.routes.append(NoRoute(app).route)
 
     @app.exception_handler(StableCoreError)
     async def on_error(request: Request, exc: StableCoreError) -> JSONResponse:

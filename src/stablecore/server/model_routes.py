@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from stablecore.errors import NotFound
 from stablecore.modelfiles import FileCache, ModelFile, ModelFileError, local_path, models_cache, pull
@@ -26,6 +26,8 @@ PROGRESS_EVERY_S = 0.25  # at most this often a model.progress event per file
 
 
 class PullRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     plugin: str = Field("all", description="plugin name, or 'all'")
 
 

@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 from stablecore import __version__
 from stablecore.engine.engine import Engine
 from stablecore.engine.engine import JobRequest as EngineJob
-from stablecore.errors import InvalidParams, PayloadTooLarge, UnsupportedMedia
+from stablecore.errors import InvalidParams, PayloadTooLarge, UnsupportedMedia, clip
 from stablecore.media import sniff
 from stablecore.server.events import FINAL_TYPES, EventHub
 from stablecore.store import JobState, Store
@@ -191,7 +191,8 @@ UPLOAD_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"], "properties": {
         "file": {"type": "string", "format": "binary",
                  "description": "an image, audio, video, text or numbers file"},
-        "session": {"type": "string", "description": "session id to file it under"}}}}}}
+        "session": {"type": "string", "description": "session id to file it under"}},
+    "additionalProperties": False}}}}
 
 
 @router.post("/artifacts", status_code=201, openapi_extra={"requestBody": UPLOAD_BODY})
@@ -216,6 +217,9 @@ async def upload(request: Request) -> dict[str, Any]:
 
     form = await Request(request.scope, limited_receive).form(max_files=1, max_fields=4)
     try:
+        for name in form:
+            if name not in ("file", "session"):
+                raise InvalidParams(f"{clip(name, 100)!r}: unknown field", field=name)
         file = form.get("file")
         if not isinstance(file, UploadFile):
             raise InvalidParams("multipart field 'file' is missing", field="file")
