@@ -79,3 +79,80 @@ def test_artifacts_are_stored_once_and_named_in_the_session(store: Store, tmp_pa
         store.get_artifact("a_nope")
     with pytest.raises(Conflict, match="exists"):
         store.create_session("walk")
+
+
+# The schema of stable-core 0.1.0, before versioning: a data folder made by it must open.
+SCHEMA_0_1_0 = """
+CREATE TABLE sessions (id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, created REAL NOT NULL,
+    next_index INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL,
+    spec TEXT NOT NULL, params TEXT NOT NULL, inputs TEXT NOT NULL, session_id TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0, owner TEXT, state TEXT NOT NULL, created REAL NOT NULL,
+    started REAL, finished REAL, worker TEXT, outputs TEXT, error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, model_key TEXT, batch_key TEXT, timeout REAL);
+CREATE TABLE artifacts (id TEXT PRIMARY KEY, sha256 TEXT NOT NULL, kind TEXT NOT NULL,
+    mime TEXT NOT NULL, size INTEGER NOT NULL, blob TEXT NOT NULL, name TEXT NOT NULL, path TEXT,
+    session_id TEXT, job_id TEXT, created REAL NOT NULL, meta TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, type TEXT NOT NULL,
+    job_id TEXT, session_id TEXT, data TEXT NOT NULL);
+INSERT INTO sessions VALUES ('s_1', 'old work', 1.0, 1);
+INSERT INTO jobs (id, spec, params, inputs, session_id, state, created)
+    VALUES ('j_old', 'demo.job', '{"a": 1}', '{}', 's_1', 'queued', 1.0);
+"""
+
+
+def test_a_data_folder_of_the_previous_schema_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    from stablecore.store import SCHEMA_VERSION
+
+    (tmp_path / "data").mkdir()
+    db = sqlite3.connect(tmp_path / "data" / "stablecore.db")
+    db.executescript(SCHEMA_0_1_0)
+    db.close()
+    store = Store(tmp_path / "data")
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    job = store.get_job("j_old")
+    assert job.state == JobState.QUEUED and job.traceback is None
+    store.claim([job.id], "w0")
+    failed = store.finish(job.id, JobState.FAILED, error="E: x", traceback="Traceback ...")
+    assert failed.traceback == store.get_job(job.id).traceback == "Traceback ..."
+    store.close()
+    assert Store(tmp_path / "data").migrate() == SCHEMA_VERSION  # opening again: nothing to do
+
+
+def test_a_data_folder_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    from stablecore.errors import StoreError
+
+    Store(tmp_path / "data").db.execute("PRAGMA user_version = 999")
+    with pytest.raises(StoreError, match="newer stable-core"):
+        Store(tmp_path / "data")
+
+
+def test_queued_selects_what_idle_workers_run(store: Store) -> None:
+    session = store.current_session()
+    for _ in range(100):  # a long head of jobs no idle worker can take
+        store.add_job(Job(new_id("j"), "isolated.job", {}, {}, session["id"], JobState.QUEUED))
+    behind = make_job(store)
+    assert behind.id not in [q.id for q in store.queued(72)]
+    assert [q.id for q in store.queued(72, {"demo.job"})] == [behind.id]
+
+
+def test_previews_of_finished_jobs_are_pruned(store: Store, tmp_path: Path) -> None:
+    job = make_job(store)
+    store.claim([job.id], "w0")
+    files = []
+    for i in range(2):
+        path = tmp_path / f"p{i}.jpg"
+        path.write_bytes(b"preview %d" % i)
+        files.append(store.add_artifact(path, sha256_file(path), "preview", "image/jpeg", "jpg",
+                                        "p.jpg", job_id=job.id))
+    assert store.prune_previews(finished_before=1e12) == 0  # the job still runs
+    store.finish(job.id, JobState.SUCCEEDED)
+    finished = store.get_job(job.id).finished
+    assert store.prune_previews(finished_before=finished - 1) == 0  # too recent
+    assert store.prune_previews(finished_before=finished + 1) == 2
+    for art in files:
+        assert not store.artifact_file(art).exists()
+        with pytest.raises(NotFound):
+            store.get_artifact(art.id)

@@ -29,6 +29,7 @@ import platformdirs
 from stablecore.errors import StableCoreError
 
 ENV_CACHE = "STABLECORE_MODELS_CACHE"
+ENV_HOME = "STABLECORE_MODELS_HOME"  # the server's models folder, set for its workers
 CHUNK = 1 << 20
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 NAME_RE = re.compile(r"^[\w][\w.\-+]*$")
@@ -121,6 +122,17 @@ def models_cache(environ: Mapping[str, str], root: Path | None = None) -> FileCa
     if chosen is not None:
         return FileCache(chosen, chosen / "hub")
     return FileCache(platformdirs.user_cache_path("stable-core") / "models")
+
+
+def models_folder(plugin: str, environ: Mapping[str, str]) -> Path | None:
+    """The folder where a user drops model files for `plugin` (`data/models/<plugin>`),
+    created on first use; None outside a server's worker. A rescan picks up new files."""
+    home = environ.get(ENV_HOME)
+    if not home:
+        return None
+    folder = Path(home) / plugin
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def declared(module: ModuleType, plugin: str = "") -> list[ModelFile]:

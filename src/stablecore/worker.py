@@ -107,17 +107,27 @@ class Inbox:
 class JobLog:
     """The ids of the running jobs, and the one way log lines reach the engine for them."""
 
+    SYNC = b"\x00stablecore-sync\n"  # written to a captured fd to know its pipe is drained
+
     def __init__(self, channel: Channel, console: BinaryIO, name: str) -> None:
         self.channel, self.console, self.name = channel, console, name
         self.ids: list[str] = []
         self.lines = 0
         self.lock = threading.Lock()
+        self.synced: dict[int, threading.Event] = {}
 
     def begin(self, ids: list[str]) -> None:
         with self.lock:
             self.ids, self.lines = ids, 0
 
     def end(self) -> None:
+        """Forward what the job printed before its outcome goes out, then stop forwarding."""
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        for fd, event in self.synced.items():
+            event.clear()
+            os.write(fd, self.SYNC)
+            event.wait(timeout=5)
         with self.lock:
             self.ids = []
 
@@ -140,10 +150,16 @@ class JobLog:
         os.dup2(write, fd)
         os.close(write)
         level = "WARNING" if stream == "stderr" else "INFO"
+        synced = self.synced[fd] = threading.Event()
 
         def pump() -> None:
             with os.fdopen(read, "rb") as lines:
                 for line in lines:
+                    if line.endswith(self.SYNC):
+                        synced.set()
+                        line = line[:-len(self.SYNC)]
+                        if not line:
+                            continue
                     self.write(level, line.decode(errors="replace").rstrip("\n"), stream)
 
         threading.Thread(target=pump, daemon=True, name=f"capture-{stream}").start()

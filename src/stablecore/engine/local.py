@@ -103,7 +103,8 @@ class LocalLink(WorkerLink):
     def send(self, message: ToWorker) -> None:
         if self.proc is not None and self.proc.stdin is not None:
             if isinstance(message, Blob):
-                self.blob_bytes_sent += len(message.data) * 3 // 4
+                data = message.data  # base64: 4 characters per 3 bytes, less the padding
+                self.blob_bytes_sent += len(data) * 3 // 4 - data[-2:].count("=")
             self.proc.stdin.write(protocol.encode(message))
 
     def kill(self) -> None:

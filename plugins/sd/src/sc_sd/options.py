@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from stablecore.modelfiles import models_folder
+
 PREFIX = "STABLECORE_SD_"
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 OFFLOADS = ("none", "model", "sequential")
@@ -57,7 +59,7 @@ class Options:
         def flag(name: str) -> bool:
             return (get(name) or "0").lower() in ("1", "true", "yes", "on")
 
-        folder = get("MODELS_DIR")
+        folder = get("MODELS_DIR") or models_folder("sd", environ)
         extra = tuple(x.strip() for x in (get("MODELS") or "").split(",") if x.strip())
         return cls(models_dir=Path(folder).expanduser() if folder else None, extra_models=extra,
                    dtype=choice("DTYPE", DTYPES, "auto"),

@@ -14,7 +14,7 @@ import numpy as np
 import PIL.Image
 import PIL.ImageOps
 
-from stablecore import Audio, Context, Field, Image, Mask, Numbers, Text, job
+from stablecore import Audio, Context, Field, Image, Mask, Numbers, Text, job, models_folder
 
 
 @job(description="Return the text, repeated n times.")
@@ -190,3 +190,16 @@ class Summary:
 def summary(text: str = "b a c") -> Summary:
     words = sorted(text.split())
     return Summary(words, {"n": float(len(words))}, PIL.Image.new("RGB", (4, 4)))
+
+
+def _dropped_models() -> tuple[str, ...]:
+    """The files in this plugin's models folder, as a real plugin lists its checkpoints."""
+    folder = models_folder("testing", os.environ)
+    names = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder else []
+    return tuple(names) or ("none",)
+
+
+@job(description="Pick a file from the models folder: the choices are read at import, so new "
+     "files appear after a rescan.")
+def pick(name: Literal[_dropped_models()] = _dropped_models()[0]) -> Text:  # type: ignore[valid-type]
+    return name
