@@ -10,16 +10,21 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import os
 import shutil
+import struct
 import types
 import typing
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import numpy as np
 import PIL.Image
 import PIL.PngImagePlugin
+from isal import isal_zlib
 
 
 @dataclass(frozen=True)
@@ -116,16 +121,15 @@ def write_output(kind: str, value: Any, dest: Path, spec: str, params: dict[str,
     if kind in ("image", "mask"):
         if not isinstance(value, PIL.Image.Image):
             raise TypeError(f"{kind} output must be a PIL image, got {type(value).__name__}")
-        info = PIL.PngImagePlugin.PngInfo()
         # A job may write its own A1111 text on the image (`image.info["parameters"]`).
         own = value.info.get("parameters")
-        info.add_text("parameters", own if isinstance(own, str) else a1111_parameters(spec, params))
-        info.add_text("stablecore", json.dumps({"job": spec, "params": params}, default=str))
+        texts = {"parameters": own if isinstance(own, str) else a1111_parameters(spec, params),
+                 "stablecore": json.dumps({"job": spec, "params": params}, default=str)}
         path = dest.with_suffix(".png")
-        # Fast zlib level and Huffman-only strategy: a 4K frame in ~0.6 s instead of seconds.
-        (value.convert("L") if kind == "mask" else value).save(
-            path, pnginfo=info, compress_level=1, compress_type=2)
-        ext, mime, meta = "png", "image/png", {"width": value.width, "height": value.height}
+        image = value.convert("L") if kind == "mask" and value.mode != "L" else value
+        return {"path": str(path), "kind": kind, "mime": "image/png", "ext": "png",
+                "sha256": write_png(image, path, texts),
+                "meta": {"width": value.width, "height": value.height}}
     elif kind == "text":
         path, ext, mime, meta = dest.with_suffix(".txt"), "txt", "text/plain", {}
         path.write_text(str(value), encoding="utf-8")
@@ -168,11 +172,107 @@ def read_input(kind: str, path: Path) -> Any:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+# --- PNG --------------------------------------------------------------------------------------
+PNG_COLOUR_TYPES = {"L": 0, "RGB": 2, "LA": 4, "RGBA": 6}  # modes of 8 bits a sample
+
+
+def write_png(image: PIL.Image.Image, path: Path, texts: dict[str, str]) -> str:
+    """Write `image` as a PNG with `texts` as text chunks; return the file's sha256.
+
+    An 8-bit L, LA, RGB or RGBA image (what jobs return) is filtered with numpy, deflated by
+    ISA-L (zlib's format at several times its speed) in slices of rows on parallel threads,
+    and hashed as it is written: a 4K frame in ~0.1 s where Pillow takes ~0.6 s, about as
+    small. Other modes, and colour-keyed transparency, go through Pillow.
+    """
+    if image.mode not in PNG_COLOUR_TYPES or "transparency" in image.info or 0 in image.size:
+        info = PIL.PngImagePlugin.PngInfo()
+        for key, text in texts.items():
+            info.add_text(key, text)
+        image.save(path, pnginfo=info, compress_level=1)
+        return sha256_file(path)
+    rows = np.asarray(image).reshape(image.height, -1)
+    ihdr = struct.pack(">IIBBBBB", image.width, image.height, 8, PNG_COLOUR_TYPES[image.mode],
+                       0, 0, 0)
+    icc = image.info.get("icc_profile")
+    chunks = [(b"IHDR", ihdr),
+              *([(b"iCCP", b"ICC Profile\0\0" + isal_zlib.compress(icc))] if icc else []),
+              *(_png_text(key, text) for key, text in texts.items()),
+              *((b"IDAT", part) for part in _png_idat(rows, len(image.getbands()))),
+              (b"IEND", b"")]
+    sha = hashlib.sha256()
+    with path.open("wb") as f:
+        for data in [b"\x89PNG\r\n\x1a\n", *(b for c in chunks for b in _png_chunk(*c))]:
+            sha.update(data)
+            f.write(data)
+    return sha.hexdigest()
+
+
+def _png_idat(rows: np.ndarray, bpp: int) -> list[bytes]:
+    """The image data: one zlib stream of the filtered rows, made in slices of rows on
+    threads (numpy and ISA-L let go of the GIL). Each slice but the last ends on a sync flush,
+    so the raw deflate parts concatenate; the zlib header and Adler-32 wrap them."""
+    height = rows.shape[0]
+    n = max(1, min(os.cpu_count() or 1, 8, rows.nbytes >> 20, height))  # slices of >= 1 MiB
+    bounds = [height * i // n for i in range(n + 1)]
+    work = partial(_filter_deflate, rows, bpp)
+    if n == 1:
+        done = [work(0, height)]
+    else:
+        with ThreadPoolExecutor(n) as pool:
+            done = list(pool.map(work, bounds[:-1], bounds[1:]))
+    adler = 1
+    for filtered, _ in done:
+        adler = isal_zlib.adler32(filtered, adler)
+    parts = [part for _, part in done]
+    parts[0] = b"\x78\x01" + parts[0]  # deflate, 32 KiB window, fastest
+    parts[-1] += struct.pack(">I", adler)
+    return parts
+
+
+def _filter_deflate(rows: np.ndarray, bpp: int, start: int, stop: int
+                    ) -> tuple[np.ndarray, bytes]:
+    """Rows `start:stop` filtered, and deflated raw (ISA-L's level 1); the image's last rows
+    end the stream, others end on a sync flush."""
+    filtered = _average_filter(rows, bpp, start, stop)
+    z = isal_zlib.compressobj(1, isal_zlib.DEFLATED, -15)
+    last = stop == rows.shape[0]
+    return filtered, z.compress(filtered) + z.flush(isal_zlib.Z_FINISH if last
+                                                    else isal_zlib.Z_SYNC_FLUSH)
+
+
+def _average_filter(rows: np.ndarray, bpp: int, start: int, stop: int) -> np.ndarray:
+    """PNG filter type 3 on rows `start:stop`: each byte minus the floor mean of the byte
+    `bpp` to its left and the byte above (0 past the edge), behind the filter-type byte."""
+    out = np.empty((stop - start, rows.shape[1] + 1), np.uint8)
+    out[:, 0] = 3
+    res, x, top = out[:, 1:], rows[start:stop], int(start == 0)
+    if top:  # the image's top row: the byte to the left only
+        res[0, :bpp] = x[0, :bpp]
+        np.subtract(x[0, bpp:], x[0, :-bpp] >> 1, out=res[0, bpp:])
+    res, x, above = res[top:], x[top:], rows[start + top - 1:stop - 1]
+    np.subtract(x[:, :bpp], above[:, :bpp] >> 1, out=res[:, :bpp])  # left column: above only
+    left, up = x[:, :-bpp], above[:, bpp:]
+    mean = left & up
+    mean += (left ^ up) >> 1  # floor((left + up) / 2) without leaving uint8
+    np.subtract(x[:, bpp:], mean, out=res[:, bpp:])
+    return out
+
+
+def _png_text(key: str, text: str) -> tuple[bytes, bytes]:
+    """A tEXt chunk, or iTXt (UTF-8) when the text is not Latin-1, as Pillow writes them."""
+    try:
+        return b"tEXt", key.encode("latin-1") + b"\0" + text.encode("latin-1")
+    except UnicodeEncodeError:
+        return b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + text.encode("utf-8")
+
+
+def _png_chunk(kind: bytes, data: bytes) -> tuple[bytes, bytes, bytes]:
+    return (struct.pack(">I", len(data)) + kind, data,
+            struct.pack(">I", isal_zlib.crc32(data, isal_zlib.crc32(kind))))
 
 
 # --- sniffing (server side: no decoding, just signatures) ---------------------------------------
