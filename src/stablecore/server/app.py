@@ -66,7 +66,8 @@ def invalid_request(errors: Sequence[Any]) -> InvalidParams:
         loc = loc[1:] if loc[:1] and loc[0] in LOCATIONS else loc
         tags = [p for p in loc if "[" in p or p[:1].isupper()]  # JobRequest, list[JobRequest]
         field = ".".join(p for p in loc if p not in tags) or "body"
-        msg = "unknown field" if err.get("type") == "extra_forbidden" else err.get("msg", "")
+        msg = ("unknown field" if err.get("type") == "extra_forbidden"
+               else str(err.get("msg", "")).removeprefix("Value error, "))
         wrong_shape = bool(tags) and str(err.get("type", "")).endswith("_type")
         problems.append((wrong_shape, field, msg))
     kept = [p for p in problems if not p[0]] or problems
