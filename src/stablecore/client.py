@@ -1,12 +1,16 @@
 """Python SDK: sync `Client` and async `AsyncClient` over HTTP, events over SSE/WebSocket.
 
-The only thing clients (CLI, shell, bridges, tests) use to talk to a server.
+The only thing clients (CLI, shell, bridges, tests) use to talk to a server. Following a job
+or the event stream survives a dropped connection and a server restart: the client reconnects
+with backoff and resumes after the last `seq` it saw, for up to `reconnect_s` seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ import websockets
 DEFAULT_URL = "http://127.0.0.1:5000"
 FINAL_STATES = {"succeeded", "failed", "cancelled"}
 FINAL_EVENTS = {f"job.{s}" for s in FINAL_STATES}
+RECONNECT_S = 120.0  # how long a stream keeps trying to get back to a server that went away
 
 
 class ApiError(Exception):
@@ -48,6 +53,49 @@ def _check(response: httpx.Response) -> Any:
         "application/json") else response
 
 
+def retryable(error: BaseException) -> bool:
+    """A dropped connection or a server that is (re)starting: worth reconnecting for."""
+    if isinstance(error, ApiError):
+        return error.status in (502, 503, 504)
+    if isinstance(error, websockets.InvalidStatus):
+        return error.response.status_code in (502, 503, 504)
+    return isinstance(error, httpx.NetworkError | httpx.TimeoutException
+                      | httpx.RemoteProtocolError | websockets.ConnectionClosed
+                      | websockets.InvalidMessage | OSError)  # InvalidMessage: cut mid-handshake
+
+
+class Backoff:
+    """When to try again after a dropped stream: waits that double from `first` up to `cap`,
+    given up `total` seconds after an outage began. `ok()` after any success ends the outage."""
+
+    def __init__(self, total: float, first: float = 0.1, cap: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.total, self.first, self.cap, self.clock = total, first, cap, clock
+        self.delay, self.tries = first, 0  # tries in the current outage
+        self.since: float | None = None  # when it began
+
+    def ok(self) -> None:
+        self.delay, self.since, self.tries = self.first, None, 0
+
+    def next(self, error: BaseException) -> float:
+        """Seconds to wait before the next try; re-raises `error` when it is not worth
+        retrying or the outage has lasted `total` seconds."""
+        now = self.clock()
+        if self.since is None:
+            self.since = now
+        self.tries += 1
+        left = self.since + self.total - now
+        if not retryable(error) or left <= 0:
+            raise error
+        delay, self.delay = min(self.delay, left), min(self.delay * 2, self.cap)
+        return delay
+
+
+def _lost(error: BaseException, last: int) -> str:
+    detail = str(error).strip() or type(error).__name__
+    return f"lost the server ({detail}); reconnecting, resuming after event {last}"
+
+
 def _headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -72,9 +120,10 @@ class Client:
     """Blocking client. `Client()` reads STABLECORE_URL and STABLECORE_TOKEN if not given."""
 
     def __init__(self, url: str | None = None, token: str | None = None,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, reconnect_s: float = RECONNECT_S) -> None:
         self.url = (url or os.environ.get("STABLECORE_URL") or DEFAULT_URL).rstrip("/")
         self.token = token or os.environ.get("STABLECORE_TOKEN")
+        self.reconnect_s = reconnect_s
         self.http = httpx.Client(base_url=self.url, headers=_headers(self.token), timeout=timeout)
 
     def __enter__(self) -> Client:
@@ -140,25 +189,57 @@ class Client:
                     f.write(chunk)
         return dest
 
-    def events(self, job_id: str, since: int | None = None) -> Iterator[dict[str, Any]]:
-        """A job's events over SSE, from its start (or after `since`) until it ends."""
-        params = {"since": since} if since is not None else {}
-        with self.http.stream("GET", f"/api/jobs/{job_id}/events", params=params,
-                              timeout=httpx.Timeout(10.0, read=None)) as r:
-            if r.is_error:
-                r.read()
-                _check(r)
-            yield from parse_sse(r.iter_lines())
+    def events(self, job_id: str, since: int = 0,
+               on_reconnect: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:
+        """A job's events over SSE, after `since` (0: from its start) until it ends.
+
+        A dropped connection or a restarting server is retried with backoff, resuming after
+        the last `seq` seen, so no event is lost or repeated; `on_reconnect` hears of each
+        outage. After `reconnect_s` seconds of failures the error surfaces.
+        """
+        last, backoff = since, Backoff(self.reconnect_s)
+        while True:
+            try:
+                with self.http.stream("GET", f"/api/jobs/{job_id}/events",
+                                      params={"since": last},
+                                      timeout=httpx.Timeout(10.0, read=None)) as r:
+                    if r.is_error:
+                        r.read()
+                        _check(r)
+                    backoff.ok()
+                    for event in parse_sse(r.iter_lines()):
+                        if event["seq"] <= last:
+                            continue
+                        last = event["seq"]
+                        yield event
+                        if event["type"] in FINAL_EVENTS:
+                            return
+                # The server ended the stream without the job's end: it has ended before
+                # `since`, or the server is shutting down.
+                if self.job(job_id)["state"] in FINAL_STATES:
+                    return
+                raise httpx.RemoteProtocolError("event stream closed before the job ended")
+            except Exception as e:
+                delay = backoff.next(e)
+                if on_reconnect is not None and backoff.tries == 1:
+                    on_reconnect(_lost(e, last))
+                time.sleep(delay)
 
     def wait(self, job_id: str, on_event: Callable[[dict], None] | None = None,
-             ) -> dict[str, Any]:
-        """Follow a job's events until it ends; return the finished job."""
-        for event in self.events(job_id):
+             on_reconnect: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Follow a job's events until it ends, across reconnects; return the finished job."""
+        for event in self.events(job_id, on_reconnect=on_reconnect):
             if on_event is not None:
                 on_event(event)
-            if event["type"] in FINAL_EVENTS:
-                break
-        return self.job(job_id)
+        return self._retrying(lambda: self.job(job_id))
+
+    def _retrying(self, call: Callable[[], Any]) -> Any:
+        backoff = Backoff(self.reconnect_s)
+        while True:
+            try:
+                return call()
+            except Exception as e:
+                time.sleep(backoff.next(e))
 
     def run(self, spec: str, params: dict | None = None, inputs: dict | None = None,
             **kw: Any) -> dict[str, Any]:
@@ -176,9 +257,10 @@ class AsyncClient:
     """The same calls for asyncio code, plus `stream()`: all events over the WebSocket."""
 
     def __init__(self, url: str | None = None, token: str | None = None,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, reconnect_s: float = RECONNECT_S) -> None:
         self.url = (url or os.environ.get("STABLECORE_URL") or DEFAULT_URL).rstrip("/")
         self.token = token or os.environ.get("STABLECORE_TOKEN")
+        self.reconnect_s = reconnect_s
         self.http = httpx.AsyncClient(base_url=self.url, headers=_headers(self.token),
                                       timeout=timeout)
 
@@ -213,18 +295,54 @@ class AsyncClient:
                 "/api/artifacts", files={"file": (Path(path).name, f)}, data=data))
 
     async def stream(self, since: int | None = None, job: str | None = None,
-                     session: str | None = None) -> AsyncIterator[dict[str, Any]]:
-        """Events over the WebSocket; pass the last `seq` seen as `since` to resume."""
-        query = "&".join(f"{k}={v}" for k, v in
-                         (("since", since), ("job", job), ("session", session)) if v is not None)
-        ws_url = "ws" + self.url.removeprefix("http") + "/api/events" + (f"?{query}" * bool(query))
-        async with websockets.connect(ws_url, additional_headers=_headers(self.token),
-                                      max_size=None) as ws:
-            async for message in ws:
-                yield json.loads(message)
+                     session: str | None = None,
+                     on_reconnect: Callable[[str], None] | None = None,
+                     ) -> AsyncIterator[dict[str, Any]]:
+        """Events over the WebSocket, after `since` (None: from now on), never ending.
 
-    async def wait(self, job_id: str) -> dict[str, Any]:
-        async for event in self.stream(since=0, job=job_id):
-            if event["type"] in FINAL_EVENTS:
-                break
-        return await self.job(job_id)
+        A dropped connection or a restarting server is retried with backoff, resuming after
+        the last `seq` seen (with `since=None` and no event yet, from the reconnect on);
+        after `reconnect_s` seconds of failures the error surfaces.
+        """
+        last, backoff = since, Backoff(self.reconnect_s)
+        while True:
+            query = "&".join(f"{k}={v}" for k, v in
+                             (("since", last), ("job", job), ("session", session))
+                             if v is not None)
+            ws_url = ("ws" + self.url.removeprefix("http") + "/api/events"
+                      + (f"?{query}" * bool(query)))
+            try:
+                async with websockets.connect(ws_url, additional_headers=_headers(self.token),
+                                              max_size=None) as ws:
+                    backoff.ok()
+                    async for message in ws:
+                        event = json.loads(message)
+                        if last is not None and event["seq"] <= last:
+                            continue
+                        last = event["seq"]
+                        yield event
+                raise websockets.ConnectionClosedOK(None, None)  # the server closed: go back
+            except Exception as e:
+                delay = backoff.next(e)
+                if on_reconnect is not None and backoff.tries == 1:
+                    on_reconnect(_lost(e, last or 0))
+                await asyncio.sleep(delay)
+
+    async def wait(self, job_id: str, on_event: Callable[[dict], None] | None = None,
+                   on_reconnect: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Follow a job's events until it ends, across reconnects; return the finished job."""
+        stream = self.stream(since=0, job=job_id, on_reconnect=on_reconnect)
+        try:
+            async for event in stream:
+                if on_event is not None:
+                    on_event(event)
+                if event["type"] in FINAL_EVENTS:
+                    break
+        finally:
+            await stream.aclose()
+        backoff = Backoff(self.reconnect_s)
+        while True:
+            try:
+                return await self.job(job_id)
+            except Exception as e:
+                await asyncio.sleep(backoff.next(e))

@@ -9,6 +9,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -142,12 +143,22 @@ def run(
 
             def show(event: dict[str, Any]) -> None:
                 data = event["data"]
-                if event["type"] == "job.started":
+                if event["type"] == "job.queued":  # again, after a server restart
+                    bar.update(task, description=f"{job} queued", completed=0, total=None)
+                elif event["type"] == "job.started":
                     bar.update(task, description=f"{job} running")
                 elif event["type"] == "job.progress":
                     bar.update(task, completed=data["step"], total=data["total"])
 
-            result = call(c.wait, submitted["id"], show)
+            def reconnecting(message: str) -> None:
+                err.print(f"[yellow]{message}[/yellow]")
+
+            try:
+                result = call(c.wait, submitted["id"], show, reconnecting)
+            except httpx.TransportError as e:
+                raise fail(f"lost the server and could not get back to it within "
+                           f"{c.reconnect_s:.0f} s ({e}); job {submitted['id']} may "
+                           f"still finish: `stable-core jobs show {submitted['id']}`") from None
         if result["state"] != "succeeded":
             raise fail(f"job {result['id']} {result['state']}: {result.get('error')}")
         out.mkdir(parents=True, exist_ok=True)
