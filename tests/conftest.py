@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import PIL.Image
 import pytest
+
+from stablecore.testing import install_private
 
 TEST_PLUGINS = Path(__file__).parent / "plugins"
 
@@ -19,13 +18,8 @@ TEST_PLUGINS = Path(__file__).parent / "plugins"
 @pytest.fixture(scope="session", autouse=True)
 def test_plugins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The test plugins, installed into a folder that only the test servers see (PYTHONPATH),
-    never into the environment `make run` serves. Built from a copy: the tree stays clean."""
-    root = tmp_path_factory.mktemp("testplugins")
-    source, target = root / "src", root / "site"
-    shutil.copytree(TEST_PLUGINS, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                    "--no-build-isolation", "--disable-pip-version-check", "--target",
-                    str(target), str(source)], check=True, capture_output=True)
+    never into the environment `make run` serves."""
+    target = install_private(TEST_PLUGINS, tmp_path_factory.mktemp("testplugins") / "site")
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), old]))
     yield target

@@ -153,6 +153,11 @@ class Client:
         return _check(self.http.post("/api/jobs",
                                      json=_job_body(spec, params, inputs, session, priority)))
 
+    def submit_many(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Queue several jobs (dicts with spec, params, inputs, session, priority) in one
+        request and one transaction: all are accepted, or none (the error names the index)."""
+        return _check(self.http.post("/api/jobs", json=jobs))
+
     def job(self, job_id: str) -> dict[str, Any]:
         return self.get(f"/api/jobs/{job_id}")
 
@@ -281,6 +286,9 @@ class AsyncClient:
                      session: str | None = None, priority: int = 0) -> dict[str, Any]:
         return _check(await self.http.post(
             "/api/jobs", json=_job_body(spec, params, inputs, session, priority)))
+
+    async def submit_many(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return _check(await self.http.post("/api/jobs", json=jobs))
 
     async def job(self, job_id: str) -> dict[str, Any]:
         return await self.get(f"/api/jobs/{job_id}")

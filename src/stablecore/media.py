@@ -67,7 +67,8 @@ class Numbers:
             raise ValueError(f"Numbers must be 1-D or 2-D, got shape {self.values.shape}")
 
 
-KINDS = ("image", "mask", "audio", "video", "text", "numbers")
+KINDS = ("image", "mask", "audio", "video", "text", "numbers", "json")
+JSON_INLINE_BYTES = 256 * 1024  # a JSON output up to this size is also inline in the job
 CLASS_KINDS: dict[type, str] = {Audio: "audio", Video: "video", Numbers: "numbers"}
 # Which artifact kinds an input of a kind accepts (a mask may be any image).
 ACCEPTS = {"image": {"image", "mask"}, "mask": {"mask", "image"}}
@@ -130,6 +131,12 @@ def write_output(kind: str, value: Any, dest: Path, spec: str, params: dict[str,
         return {"path": str(path), "kind": kind, "mime": "image/png", "ext": "png",
                 "sha256": write_png(image, path, texts),
                 "meta": {"width": value.width, "height": value.height}}
+    elif kind == "json":  # `value` is already plain JSON (the spec's TypeAdapter made it so)
+        path, ext, mime, meta = dest.with_suffix(".json"), "json", "application/json", {}
+        path.write_text(json.dumps(value))
+        inline = path.stat().st_size <= JSON_INLINE_BYTES
+        return {"path": str(path), "kind": kind, "mime": mime, "ext": ext,
+                "sha256": sha256_file(path), "meta": meta, "value": value if inline else None}
     elif kind == "text":
         path, ext, mime, meta = dest.with_suffix(".txt"), "txt", "text/plain", {}
         path.write_text(str(value), encoding="utf-8")

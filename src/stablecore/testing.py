@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -85,6 +86,19 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def install_private(source: Path, target: Path) -> Path:
+    """Install the plugin package at `source` into the folder `target` (not into this
+    environment), for servers started with `target` on PYTHONPATH: test plugins then never
+    show up in the server a user runs. Built from a copy, so the source tree stays clean."""
+    build = target.with_name(target.name + "-src")
+    shutil.copytree(source, build, ignore=shutil.ignore_patterns("build", "*.egg-info"),
+                    dirs_exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--disable-pip-version-check", "--upgrade",
+                    "--target", str(target), str(build)], check=True, capture_output=True)
+    return target
 
 
 def save_image(folder: Path, pixels: np.ndarray, name: str = "in.png") -> Path:

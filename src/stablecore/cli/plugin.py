@@ -13,9 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stablecore.manager import index
 from stablecore.config import Settings, load_settings
 from stablecore.errors import StableCoreError
+from stablecore.manager import index
 from stablecore.manager.installer import Manager
 from stablecore.manager.sources import NAME_RE, check_name, split_source
 from stablecore.manager.template import write_plugin

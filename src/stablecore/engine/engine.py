@@ -259,8 +259,8 @@ class Engine:
             case protocol.Idle():
                 worker.cache = msg.cache
                 worker.stats = msg.model_dump(exclude={"t", "cache"})
-                if worker.state != WorkerState.IDLE:  # its last jobs may still be writing
-                    worker.move(WorkerState.IDLE)
+                if worker.state in (WorkerState.STARTING, WorkerState.BUSY):
+                    worker.move(WorkerState.IDLE)  # its last jobs may still be writing
                 self._next(worker)
             case protocol.Progress():
                 self._on_progress(msg)

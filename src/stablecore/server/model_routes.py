@@ -16,7 +16,14 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from stablecore.errors import NotFound
-from stablecore.modelfiles import FileCache, ModelFile, ModelFileError, local_path, models_cache, pull
+from stablecore.modelfiles import (
+    FileCache,
+    ModelFile,
+    ModelFileError,
+    local_path,
+    models_cache,
+    pull,
+)
 from stablecore.server.auth import require_admin
 from stablecore.store import Store
 
