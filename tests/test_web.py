@@ -6,6 +6,7 @@ writes them to docs/ instead (they are the README's pictures).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -361,43 +362,87 @@ def test_drawer_opens_on_the_job_run_last(ui: Page, stablecore_client: Client) -
 
 def test_failed_job_shows_its_traceback_and_log(ui: Page, stablecore_client: Client) -> None:
     ui.open()
-    ui.pick("modelfiles.read")  # its model file was never pulled: the job raises
+    ui.pick("testing.chatty")  # prints to stdout and stderr, then raises
+    ui.page.fill("#f-lines", "2")
     job = ui.submit()
     item = ui.job(job["id"])
     expect(item).to_have_attribute("data-state", "failed")
-    error = stablecore_client.job(job["id"])["error"]
-    expect(item.locator(".job-error")).to_have_text(error)
+    expect(item.locator(".job-error")).to_have_text("RuntimeError: chatty failed on purpose")
     details = item.locator(".job-details")
     expect(details).to_be_hidden()
+    toggle = item.get_by_role("button", name="details")
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    traceback = details.locator("pre.traceback")
+    expect(traceback).to_contain_text("Traceback (most recent call last)")
+    expect(traceback).to_contain_text("chatty failed on purpose")
+    assert traceback.inner_text() == stablecore_client.job(job["id"])["traceback"]
+    stdout, stderr = details.locator(".log-stdout"), details.locator(".log-stderr")
+    expect(stdout).to_contain_text(["stdout: stdout line 0", "stdout: stdout line 1"])
+    expect(stdout.filter(has_text="straight to fd 1")).to_have_count(1)
+    expect(stderr).to_have_text("stderr: a warning on stderr")
+
+    ui.open()  # after a reload, the log comes from the job's stored events
     item.get_by_role("button", name="details").click()
-    expect(details).to_be_visible()
-    expect(details.locator("pre.traceback")).to_contain_text("Traceback (most recent call last)")
-    expect(details.locator("pre.traceback")).to_contain_text("model_path")
+    expect(traceback).to_contain_text("chatty failed on purpose")
+    expect(stdout).to_contain_text(["stdout: stdout line 0", "stdout: stdout line 1"])
+    expect(stderr).to_have_text("stderr: a warning on stderr")
     item.get_by_role("button", name="details").click()
     expect(details).to_be_hidden()
     ui.assert_clean()
 
 
-def test_rescan_refreshes_the_catalog(browser, tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    models.mkdir()
-    with ServerProcess(tmp_path / "data", sd_models_dir=models) as server:
-        page = Page(browser, server.url)
-        try:
-            page.open()
-            page.pick("sd.txt2img")
-            option = page.page.locator("#f-model option", has_text="fresh.safetensors")
-            expect(option).to_have_count(0)
-            (models / "fresh.safetensors").write_bytes(b"not really a model")
-            with page.page.expect_response(lambda r: r.url.endswith("/api/specs")) as specs:
-                page.page.get_by_role("button", name="Rescan").click()
-            assert specs.value.ok
-            expect(page.page.locator(".rescan-status")).to_contain_text("rescanned")
-            expect(option).to_have_count(1)
-            expect(page.page.locator(".job-button")).to_have_attribute("data-current", "sd.txt2img")
-            page.assert_clean()
-        finally:
-            page.context.close()
+def test_json_outputs_shown_inline(ui: Page, stablecore_client: Client) -> None:
+    ui.open()
+    ui.pick("testing.summary")  # outputs: words (a list), stats (a dict) and an image
+    ui.page.fill("#f-text", "b c a")
+    job = ui.submit()
+    item = ui.job(job["id"])
+    expect(item).to_have_attribute("data-state", "succeeded")
+    words = item.locator('.json-output[data-output="words"] pre.json-value')
+    expect(words).to_have_text('[ "a", "b", "c" ]')  # short: on one line
+    expect(item.locator('.json-output[data-output="stats"]')).to_contain_text('{ "n": 3 }')
+    expect(item.locator(".thumb img")).to_be_visible()  # the image still makes the thumbnail
+    outputs = stablecore_client.wait(job["id"])["outputs"]
+    card = ui.page.locator(f'.gallery .card[data-artifact="{outputs["stats"]["id"]}"]')
+    expect(card.locator("pre.json-value")).to_contain_text('"n": 3')
+    card.click()
+    stage = ui.page.locator("dialog.viewer .stage pre.json-value")
+    expect(stage).to_have_text(json.dumps({"n": 3.0}, indent=2).replace("3.0", "3"))
+    ui.page.keyboard.press("Escape")
+
+    ui.pick("testing.count")  # a plain int
+    ui.page.fill("#f-text", " ".join(["word"] * 7))
+    job = ui.submit()
+    expect(ui.job(job["id"]).locator("pre.json-value")).to_have_text("7")
+    ui.pick("testing.summary")  # a long value is cut short in the queue
+    ui.page.fill("#f-text", " ".join(f"word{i:03}" for i in range(200)))
+    job = ui.submit()
+    words = ui.job(job["id"]).locator('.json-output[data-output="words"] pre.json-value')
+    expect(words).to_contain_text("more characters")
+    assert len(words.inner_text()) < 500
+    ui.assert_clean()
+
+
+def test_rescan_refreshes_the_catalog(ui: Page, stablecore_server: ServerProcess) -> None:
+    folder = stablecore_server.data_dir / "models" / "testing"  # testing.pick lists its files
+    ui.open()
+    ui.pick("testing.pick")
+    options = ui.page.locator("#f-name option")
+    expect(options).not_to_have_count(0)
+    assert "fresh-a.safetensors" not in options.all_inner_texts()
+    for name in ("fresh-a.safetensors", "fresh-b.safetensors"):
+        (folder / name).write_bytes(b"weights")
+    with ui.page.expect_response(lambda r: r.url.endswith("/api/specs")) as specs:
+        ui.page.get_by_role("button", name="Rescan").click()
+    assert specs.value.ok
+    expect(ui.page.locator(".rescan-status")).to_contain_text("rescanned")
+    expect(options).to_contain_text(["fresh-a.safetensors", "fresh-b.safetensors"])
+    expect(ui.page.locator(".job-button")).to_have_attribute("data-current", "testing.pick")
+    ui.page.locator("#f-name").select_option(label="fresh-b.safetensors")
+    job = ui.submit()
+    assert job["params"]["name"] == "fresh-b.safetensors"
+    ui.assert_clean()
 
 
 def test_screenshots_of_the_main_views(ui: Page, stablecore_client: Client,

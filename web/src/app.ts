@@ -2,7 +2,9 @@
 // Server events are folded into this state here; views listen for the topics they show.
 
 import { Api, FINISHED } from "./api";
-import type { Artifact, Job, JobState, LogEntry, Plugin, Progress, Session, Spec } from "./api";
+import type {
+  Artifact, Job, JobState, LogEntry, OutputRef, Plugin, Progress, Session, Spec,
+} from "./api";
 import type { ServerEvent } from "./events";
 
 export interface Topics {
@@ -190,13 +192,20 @@ export class App {
 }
 
 /** The output refs of a finished job, as artifacts (enough to show them; a JSON output
- * carries its value in `meta.value`). */
+ * carries its value in `meta.value` when the server sent it inline). */
 export function outputsOf(job: Job): Artifact[] {
   return Object.values(job.outputs ?? {}).flat().map((ref) => ({
     id: ref.id, kind: ref.kind, mime: ref.mime, size: 0, path: ref.path,
     name: (ref.path ?? ref.id).split("/").pop()!, session_id: job.session_id, job_id: job.id,
-    created: job.finished ?? Date.now() / 1000, meta: "value" in ref ? { value: ref.value } : {},
+    created: job.finished ?? Date.now() / 1000, meta: inlineValue(ref),
   }));
+}
+
+/** A JSON output's value as `{value}`; none when the server left it out (too big: the value
+ * is then null, and the artifact holds it). */
+export function inlineValue(ref: OutputRef): Record<string, unknown> {
+  return ref.kind === "json" && ref.value !== undefined && ref.value !== null
+    ? { value: ref.value } : {};
 }
 
 function logEntry(ts: number, data: Record<string, unknown>): LogEntry {

@@ -44,21 +44,37 @@ export function renderArtifact(
   }
   const limit = small ? 300 : 100_000;
   if (art.kind === "json" && art.meta && "value" in art.meta) {
-    return h("div", { class: cls }, jsonValue(art.meta.value, limit));
+    return h("div", { class: cls }, jsonValue(art.meta.value, limit, small ? 60 : 0));
   }
   const box = h("div", { class: cls }, h("div", { class: "loading" }, "…"));
   void fetch(src).then(async (response) => {
     if (!response.ok) throw new Error(`${response.status}`);
     if (art.kind === "numbers") box.replaceChildren(plot(await response.json(), small));
-    else if (art.kind === "json") box.replaceChildren(jsonValue(await response.json(), limit));
+    else if (art.kind === "json") box.replaceChildren(jsonText(await response.text(), limit));
     else box.replaceChildren(h("pre", null, (await response.text()).slice(0, small ? 300 : 1e5)));
   }).catch((e) => box.replaceChildren(h("div", { class: "muted" }, `cannot load: ${e}`)));
   return box;
 }
 
-/** A JSON value, pretty-printed, cut after `limit` characters. */
-export function jsonValue(value: unknown, limit = 400): HTMLElement {
-  const text = JSON.stringify(value, null, 2) ?? String(value);
+/** A JSON value, pretty-printed (on one line while that stays short), cut after `limit`
+ * characters. */
+export function jsonValue(value: unknown, limit = 400, oneLine = 60): HTMLElement {
+  // newlines in strings are escaped: every "\n" here is layout, safe to fold into a space
+  const flat = (JSON.stringify(value, null, 1) ?? String(value)).replace(/\n */g, " ");
+  return cutText(flat.length <= oneLine ? flat : JSON.stringify(value, null, 2), limit);
+}
+
+/** A JSON file's text: pretty-printed unless it is far too long to show whole anyway. */
+function jsonText(text: string, limit: number): HTMLElement {
+  if (text.length > 4 * limit) return cutText(text, limit);
+  try {
+    return jsonValue(JSON.parse(text), limit, limit > 1000 ? 0 : 60);
+  } catch {
+    return cutText(text, limit);
+  }
+}
+
+function cutText(text: string, limit: number): HTMLElement {
   const cut = text.length > limit;
   return h("pre", { class: "json-value", title: cut ? `${text.length} characters` : null },
     cut ? `${text.slice(0, limit)}…` : text,

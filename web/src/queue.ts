@@ -1,12 +1,12 @@
 // The queue: running, queued and recent jobs with live progress and previews; cancel, retry,
 // reorder by priority, and "use these again".
 
-import { logLine } from "./app";
+import { inlineValue, logLine } from "./app";
 import type { App } from "./app";
-import type { Job, OutputRef } from "./api";
+import type { Api, Job, OutputRef } from "./api";
 import { FINISHED } from "./api";
 import { duration, fill, h } from "./dom";
-import { isImage, jsonValue } from "./media";
+import { isImage, jsonValue, renderArtifact } from "./media";
 
 const SHOWN_FINISHED = 40;
 
@@ -135,7 +135,7 @@ export class Queue {
                             onclick: () => this.toggleDetails(job.id) }, "details"))),
         job.error && job.state !== "cancelled"
           ? h("div", { class: "job-error", title: job.error }, job.error) : null,
-        jsonOutputs(job),
+        jsonOutputs(api, job),
         h("div", { class: "job-log" }),
         h("div", { class: "job-details", hidden: true })));
   }
@@ -181,14 +181,17 @@ export class Queue {
   }
 }
 
-/** The values of a job's JSON outputs, shown inline where an image shows a thumbnail. */
-function jsonOutputs(job: Job): HTMLElement | null {
+/** The values of a job's JSON outputs, shown inline where an image shows a thumbnail; one
+ * the server did not send inline (too big) is read from its artifact. */
+function jsonOutputs(api: Api, job: Job): HTMLElement | null {
   const values = Object.entries(job.outputs ?? {}).flatMap(([name, out]) => {
     const refs: OutputRef[] = Array.isArray(out) ? out : [out];
     if (!refs.length || refs.some((r) => r.kind !== "json")) return [];
-    const value = Array.isArray(out) ? refs.map((r) => r.value) : refs[0].value;
+    const shown = refs.every((r) => "value" in inlineValue(r))
+      ? jsonValue(Array.isArray(out) ? refs.map((r) => r.value) : refs[0].value, 400)
+      : refs.map((r) => renderArtifact(api, { id: r.id, kind: "json", name }, true));
     return [h("div", { class: "json-output", "data-output": name },
-      h("span", { class: "output-name" }, name), jsonValue(value, 400))];
+      h("span", { class: "output-name" }, name), shown)];
   });
   return values.length ? h("div", { class: "job-values" }, values) : null;
 }
