@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from stablecore import protocol
 from stablecore.context import Context, ModelCache
-from stablecore.errors import JobCancelled
+from stablecore.errors import JobCancelled, ProtocolError
 from stablecore.media import read_input, sha256_file, write_output
 from stablecore.protocol import (
     Blob,
@@ -92,16 +92,22 @@ class Inbox:
         threading.Thread(target=self._read, daemon=True, name="inbox").start()
 
     def _read(self) -> None:
-        for line in self.stream:
-            msg = protocol.to_worker(line)
-            if isinstance(msg, Cancel):
-                self.cancelled.add(msg.id)
-                self.on_cancel(msg.id)
-            elif isinstance(msg, Run):
-                self.runs.put(msg)
-            elif msg.sha256 in self.blobs:
-                self.blobs[msg.sha256].put(msg)
-        os._exit(0)  # stdin closed: the server is gone, and so are we
+        try:
+            for line in self.stream:
+                try:
+                    msg = protocol.to_worker(line)
+                except ProtocolError as e:
+                    print(e.message, file=sys.stderr)
+                    continue
+                if isinstance(msg, Cancel):
+                    self.cancelled.add(msg.id)
+                    self.on_cancel(msg.id)
+                elif isinstance(msg, Run):
+                    self.runs.put(msg)
+                elif msg.sha256 in self.blobs:
+                    self.blobs[msg.sha256].put(msg)
+        finally:
+            os._exit(0)  # stdin closed: the server is gone, and so are we
 
 
 class JobLog:

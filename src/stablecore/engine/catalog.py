@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -15,6 +16,8 @@ import jsonschema
 from stablecore.errors import InvalidParams, NotFound
 from stablecore.media import accepts
 from stablecore.store import Artifact
+
+CACHED = "(last run)"  # the reporter name of a catalog loaded from the data folder
 
 
 @dataclass
@@ -42,6 +45,21 @@ class Catalog:
                plugins: list[dict[str, Any]]) -> None:
         self.reports[worker] = (specs, plugins)
         self._rebuild()
+
+    def save(self, path: Path) -> None:
+        """Keep what the workers reported, so the next start answers before they report."""
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"specs": list(self.specs.values()), "plugins": self.plugins}))
+        tmp.replace(path)
+
+    def load(self, path: Path) -> bool:
+        """The catalog of the last run, as if one worker named CACHED had reported it."""
+        try:
+            saved = json.loads(path.read_text())
+            self.update(CACHED, saved["specs"], saved["plugins"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return True
 
     def forget(self, worker: str) -> None:
         """A worker that is gone for good (its plugin removed) no longer contributes."""

@@ -17,20 +17,20 @@ from typing import Any
 
 from stablecore import protocol
 from stablecore.config import Settings
-from stablecore.engine.catalog import Catalog
+from stablecore.engine import intake
+from stablecore.engine.catalog import CACHED, Catalog
+from stablecore.engine.intake import JobRequest
 from stablecore.engine.link import WorkerLink, WorkerState
 from stablecore.engine.pool import Environments, Pool
 from stablecore.engine.scheduler import WorkerView, plan
 from stablecore.errors import (
     Conflict,
-    InvalidParams,
-    NotFound,
     NotReady,
     ProtocolError,
     StableCoreError,
 )
 from stablecore.protocol import Blob, Cancel, FileRef, Order, OutputFile, Run
-from stablecore.store import Job, JobState, Store, new_id
+from stablecore.store import Job, JobState, Store
 
 TICK_S = 0.1
 PROGRESS_EVENT_EVERY_S = 0.05
@@ -49,17 +49,6 @@ class Running:
     kill_at: float | None = None
     kill_state: JobState | None = None
     kill_reason: str | None = None
-
-
-@dataclass
-class JobRequest:
-    """One job as a client asks for it, before any check."""
-
-    spec: str
-    params: dict[str, Any]
-    inputs: dict[str, Any]
-    session: str | None = None
-    priority: int = 0
 
 
 class Engine:
@@ -82,10 +71,18 @@ class Engine:
     def workers(self) -> dict[str, WorkerLink]:
         return self.pool.workers
 
+    @property
+    def catalog_file(self) -> Path:
+        return self.settings.data_dir / "catalog.json"
+
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
+        """Recover the queue; answer at once with the last run's catalog while the workers
+        start (~0.4 s); they replace it as they report."""
         self.store.recover(self.settings.max_attempts)
         self.settings.models_home.mkdir(parents=True, exist_ok=True)
+        if self.catalog.load(self.catalog_file):
+            self.ready.set()
         await self.pool.start()
         self.spawn(self._ticker())
 
@@ -136,43 +133,11 @@ class Engine:
 
     def submit_many(self, requests: list[JobRequest], owner: str | None = None) -> list[Job]:
         """Check every request, then queue all in one transaction: all of them or none."""
-        jobs = []
-        current = None
-        for index, req in enumerate(requests):
-            where = f"jobs[{index}]." if len(requests) > 1 else ""
-            try:
-                checked = self.catalog.check(req.spec, req.params, self._artifacts(req.inputs))
-                if req.session:
-                    session_id = self.store.get_session(req.session)["id"]
-                else:
-                    current = current or self.store.current_session()["id"]
-                    session_id = current
-            except StableCoreError as e:
-                if where:
-                    e.message = f"{where}{e.message}"
-                    e.fields["field"] = where + str(e.fields.get("field", ""))
-                raise
-            jobs.append(Job(new_id("j"), checked.spec, checked.params, checked.inputs,
-                            session_id, JobState.QUEUED, priority=req.priority, owner=owner,
-                            model_key=checked.model_key, batch_key=checked.batch_key,
-                            timeout=checked.timeout or self.settings.job_timeout_s))
+        jobs = intake.build_jobs(self.catalog, self.store, requests, owner,
+                                 self.settings.job_timeout_s)
         self.store.add_jobs(jobs)
         self.dispatch()
         return jobs
-
-    def _artifacts(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        arts: dict[str, Any] = {}
-        for key, ref in inputs.items():
-            ids = ref if isinstance(ref, list) else [ref]
-            if not ids or not all(isinstance(i, str) for i in ids):
-                raise InvalidParams(f"inputs.{key}: must be an artifact id, or a list of them",
-                                    field=f"inputs.{key}")
-            try:
-                found = [self.store.get_artifact(i) for i in ids]
-            except NotFound as e:
-                raise InvalidParams(f"inputs.{key}: {e.message}", field=f"inputs.{key}") from None
-            arts[key] = found if isinstance(ref, list) else found[0]
-        return arts
 
     def cancel(self, job_id: str) -> Job:
         """A queued job is cancelled at once; a running one is asked to stop. Its worker is
@@ -291,11 +256,22 @@ class Engine:
                           for name, s in self.catalog.specs.items()}
         worker.specs = {s["name"] for s in msg.specs}
         worker.python, worker.pid = msg.python, msg.pid
+        if CACHED in self.catalog.reports and all(w.python for w in self.workers.values()):
+            self.catalog.forget(CACHED)  # every worker has spoken: the last run's list goes
+            self._fail_unknown()
+        self.catalog.save(self.catalog_file)
         with self.store.transaction():
             self.store.emit("worker.up", worker=worker.name, device=worker.device, pid=msg.pid)
         self.ready.set()
         if worker.name in self._hellos:
             self._hellos[worker.name].set()
+
+    def _fail_unknown(self) -> None:
+        """Jobs accepted against the last run's catalog whose plugin is gone now."""
+        for job in self.store.queued(10_000):
+            if job.spec not in self.catalog.specs:
+                self.store.finish(job.id, JobState.FAILED, error=(
+                    f"no worker offers {job.spec} any more (was its plugin removed?)"))
 
     def _send_blob(self, worker: WorkerLink, sha256: str) -> None:
         """A worker that does not share our disk asks for an input's bytes, once."""

@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 
 from stablecore import __version__
 from stablecore.engine.engine import Engine
-from stablecore.engine.engine import JobRequest as EngineJob
+from stablecore.engine.intake import JobRequest as EngineJob
 from stablecore.errors import InvalidParams, PayloadTooLarge, UnsupportedMedia, clip
 from stablecore.media import sniff
 from stablecore.server.events import FINAL_TYPES, EventHub
