@@ -15,7 +15,7 @@ from stablecore.testing import ServerProcess
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with ServerProcess(tmp_path_factory.mktemp("workers") / "data", cancel_grace_s=1,
-                       worker_memory_limit_mb=700) as s:
+                       worker_memory_limit_mb=1000) as s:
         yield s
 
 

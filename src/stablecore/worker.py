@@ -474,6 +474,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     # 1. The protocol keeps the real stdout; fds 1 and 2 become pipes read into job logs.
+    # Our own threads get small stacks: under a memory limit (RLIMIT_AS) each default 8 MB
+    # stack is address space a job cannot use.
+    threading.stack_size(512 * 1024)
     out = os.fdopen(os.dup(1), "wb")
     console = os.fdopen(os.dup(2), "wb")
     channel = Channel(out)
@@ -492,6 +495,7 @@ def main(argv: list[str] | None = None) -> None:
     worker = Worker(args.name, args.device, args.tmp, args.cache_mb, channel, inbox, joblog,
                     only, int(args.max_input_mpx * 1e6))
     inbox.start()
+    threading.stack_size(0)  # plugins' threads get the default
     worker.hello()
     channel.send(worker.status())
     worker.serve()
