@@ -1,4 +1,11 @@
 // The REST API of stable-core, typed; the access token (if any) lives in localStorage.
+// Routes, methods, path and query parameters and request bodies are checked against
+// openapi.d.ts, generated from the server's OpenAPI document (`npm run types`); the shapes the
+// server answers with are written here, as the document leaves them open.
+
+import type { components, paths } from "./openapi";
+
+type Schemas = components["schemas"];
 
 export type Schema = {
   type?: string | string[];
@@ -51,7 +58,7 @@ export interface OutputRef {
 }
 export interface Progress { step: number; total: number; preview: string | null }
 
-export type JobState = "waiting" | "queued" | "running" | "succeeded" | "failed" | "cancelled";
+export type JobState = Schemas["JobState"];
 export const FINISHED: ReadonlySet<string> = new Set(["succeeded", "failed", "cancelled"]);
 
 export interface Job {
@@ -106,13 +113,7 @@ export interface Worker {
   [stat: string]: unknown;
 }
 
-export interface JobRequest {
-  spec: string;
-  params: Record<string, unknown>;
-  inputs: Record<string, string | string[]>;
-  session?: string | null;
-  priority?: number;
-}
+export type JobRequest = Schemas["JobRequest"];
 
 /** An event as the server stores it (see events.ts for the live stream). */
 export interface JobEvent { seq: number; ts: number; type: string; data: Record<string, unknown> }
@@ -125,6 +126,37 @@ export class ApiError extends Error {
 }
 
 const TOKEN_KEY = "stablecore.token";
+
+type Method = "get" | "post" | "patch" | "delete";
+type Route = keyof paths;
+/** The methods the document lists for a route. */
+type MethodOf<R extends Route> =
+  { [M in Method]: paths[R][M] extends undefined ? never : M }[Method];
+type Operation<R extends Route, M extends MethodOf<R>> = NonNullable<paths[R][M]>;
+type PathOf<O> = O extends { parameters: { path: infer P } } ? P : never;
+type QueryOf<O> = O extends { parameters: { query?: infer Q } } ? Q : never;
+type BodyOf<O> =
+  O extends { requestBody?: { content: { "application/json": infer B } } } ? B
+  : O extends { requestBody?: { content: { "multipart/form-data": unknown } } } ? FormData
+  : never;
+type Parts<O> = { query?: QueryOf<O>; body?: BodyOf<O> } & (
+  [PathOf<O>] extends [never] ? { path?: never } : { path: PathOf<O> });
+/** A request as `send` makes it: a method and URL of a route the document lists. */
+export interface Call { method: string; path: string; body?: unknown }
+
+/** A call of a documented route; `{job_id}`-style parts come from `path`. */
+export function call<R extends Route, M extends MethodOf<R>>(
+  method: M, route: R,
+  ...[parts]: [PathOf<Operation<R, M>>] extends [never] ? [Parts<Operation<R, M>>?]
+    : [Parts<Operation<R, M>>]
+): Call {
+  const { path = {}, query = {}, body } = (parts ?? {}) as {
+    path?: Record<string, string>; query?: Record<string, unknown>; body?: unknown };
+  const filled = route.replace(/\{(\w+)\}/g, (_, name: string) => encodeURIComponent(path[name]));
+  const qs = new URLSearchParams(Object.entries(query)
+    .filter(([, v]) => v !== undefined && v !== null).map(([k, v]) => [k, String(v)])).toString();
+  return { method: method.toUpperCase(), path: qs ? `${filled}?${qs}` : filled, body };
+}
 
 export class Api {
   /** Called on 401, so the UI can ask for a token. */
@@ -150,7 +182,8 @@ export class Api {
   }
 
   artifactUrl(id: string): string {
-    return this.url(`/api/artifacts/${encodeURIComponent(id)}`);
+    const { path } = call("get", "/api/artifacts/{artifact_id}", { path: { artifact_id: id } });
+    return this.url(path);
   }
 
   wsUrl(path: string, query: Record<string, string | number> = {}): string {
@@ -159,7 +192,8 @@ export class Api {
     return url.toString();
   }
 
-  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /** Make a call; `T` is the shape of the answer. */
+  async send<T>({ method, path, body }: Call): Promise<T> {
     const headers: Record<string, string> = {};
     if (this.token) headers.Authorization = `Bearer ${this.token}`;
     let payload: BodyInit | undefined;
@@ -174,34 +208,36 @@ export class Api {
     return (await response.json()) as T;
   }
 
-  specs = () => this.request<Spec[]>("GET", "/api/specs");
-  plugins = () => this.request<Plugin[]>("GET", "/api/plugins");
-  jobs = (query: Record<string, string | number> = {}) => {
-    const qs = new URLSearchParams(Object.entries(query).map(([k, v]) => [k, String(v)]));
-    return this.request<{ jobs: Job[]; total: number }>("GET", `/api/jobs?${qs}`);
-  };
-  job = (id: string) => this.request<Job>("GET", `/api/jobs/${encodeURIComponent(id)}`);
-  submit = (req: JobRequest) => this.request<Job>("POST", "/api/jobs", req);
-  cancel = (id: string) => this.request<Job>("POST", `/api/jobs/${encodeURIComponent(id)}/cancel`);
-  retry = (id: string) => this.request<Job>("POST", `/api/jobs/${encodeURIComponent(id)}/retry`);
+  health = () => this.send<{ last_seq: number; ready: boolean }>(call("get", "/api/health"));
+  specs = () => this.send<Spec[]>(call("get", "/api/specs"));
+  plugins = () => this.send<Plugin[]>(call("get", "/api/plugins"));
+  jobs = (query: QueryOf<Operation<"/api/jobs", "get">> = {}) =>
+    this.send<{ jobs: Job[]; total: number }>(call("get", "/api/jobs", { query }));
+  job = (id: string) => this.send<Job>(call("get", "/api/jobs/{job_id}", { path: { job_id: id } }));
+  submit = (body: JobRequest) => this.send<Job>(call("post", "/api/jobs", { body }));
+  cancel = (id: string) =>
+    this.send<Job>(call("post", "/api/jobs/{job_id}/cancel", { path: { job_id: id } }));
+  retry = (id: string) =>
+    this.send<Job>(call("post", "/api/jobs/{job_id}/retry", { path: { job_id: id } }));
   setPriority = (id: string, priority: number) =>
-    this.request<Job>("PATCH", `/api/jobs/${encodeURIComponent(id)}`, { priority });
-  artifact = (id: string) =>
-    this.request<Artifact>("GET", `/api/artifacts/${encodeURIComponent(id)}/info`);
-  sessions = () => this.request<Session[]>("GET", "/api/sessions");
-  session = (id: string, limit = 500) =>
-    this.request<Session & { artifacts: Artifact[] }>(
-      "GET", `/api/sessions/${encodeURIComponent(id)}?limit=${limit}`);
+    this.send<Job>(call("patch", "/api/jobs/{job_id}", { path: { job_id: id },
+                                                          body: { priority } }));
+  artifact = (id: string) => this.send<Artifact>(
+    call("get", "/api/artifacts/{artifact_id}/info", { path: { artifact_id: id } }));
+  sessions = () => this.send<Session[]>(call("get", "/api/sessions"));
+  session = (id: string, limit = 500) => this.send<Session & { artifacts: Artifact[] }>(
+    call("get", "/api/sessions/{session_id}", { path: { session_id: id }, query: { limit } }));
   createSession = (name?: string) =>
-    this.request<Session>("POST", "/api/sessions", name ? { name } : {});
-  workers = () => this.request<Worker[]>("GET", "/api/workers");
+    this.send<Session>(call("post", "/api/sessions", { body: name ? { name } : {} }));
+  workers = () => this.send<Worker[]>(call("get", "/api/workers"));
   /** Workers re-announce their catalog (new model files appear); admins only. */
   rescan = () =>
-    this.request<{ plugins: Plugin[]; specs: number }>("POST", "/api/plugins/rescan");
+    this.send<{ plugins: Plugin[]; specs: number }>(call("post", "/api/plugins/rescan"));
 
   /** Every stored event of a finished job (its SSE stream ends with the job's last event). */
   async jobEvents(id: string): Promise<JobEvent[]> {
-    const response = await fetch(this.url(`/api/jobs/${encodeURIComponent(id)}/events`));
+    const { path } = call("get", "/api/jobs/{job_id}/events", { path: { job_id: id } });
+    const response = await fetch(this.url(path));
     if (!response.ok) throw await errorOf(response);
     return (await response.text()).split("\n")
       .filter((line) => line.startsWith("data: "))
@@ -212,13 +248,14 @@ export class Api {
     const form = new FormData();
     form.append("file", file, name);
     if (session) form.append("session", session);
-    return this.request<Artifact>("POST", "/api/artifacts", form);
+    return this.send<Artifact>(call("post", "/api/artifacts", { body: form }));
   }
 }
 
-/** Our own errors are {error, detail, field}; FastAPI's body errors are {detail: [{loc, msg}]}. */
+/** Errors are {error, detail, field} (ErrorBody); older servers answered body errors with
+ * FastAPI's {detail: [{loc, msg}]}. */
 async function errorOf(response: Response): Promise<ApiError> {
-  let body: { detail?: unknown; field?: string | null; error?: string } = {};
+  let body: Partial<Pick<Schemas["ErrorBody"], "error" | "field">> & { detail?: unknown } = {};
   try {
     body = await response.json();
   } catch {

@@ -57,7 +57,7 @@ export class EventStream {
   private async connect(): Promise<void> {
     // A stored seq beyond the server's last one means its data folder was reset: start over.
     try {
-      const health = await this.api.request<{ last_seq: number }>("GET", "/api/health");
+      const health = await this.api.health();
       if ((this.lastSeq ?? 0) > health.last_seq) sessionStorage.removeItem(SEQ_KEY);
     } catch {
       // unreachable: the socket below fails too and the retry loop takes over
