@@ -104,7 +104,7 @@ INSERT INTO jobs (id, spec, params, inputs, session_id, state, created)
 def test_a_data_folder_of_the_previous_schema_is_migrated(tmp_path: Path) -> None:
     import sqlite3
 
-    from stablecore.store import SCHEMA_VERSION
+    from stablecore.migrations import SCHEMA_VERSION
 
     (tmp_path / "data").mkdir()
     db = sqlite3.connect(tmp_path / "data" / "stablecore.db")
