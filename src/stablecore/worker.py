@@ -339,7 +339,8 @@ class Worker:
             if kind not in ("image", "mask"):
                 return read_input(kind, path)
             with self.decoded_lock:  # the writer thread adds outputs to it
-                image = self.decoded.get(ref.sha256, lambda: self._read_image(kind, path))
+                image = self.decoded.get(f"{kind}:{ref.sha256}",  # a mask reads as L
+                                         lambda: self._read_image(kind, path))
                 return image.copy()
         except InputError:
             raise
@@ -388,7 +389,7 @@ class Worker:
         """Keep an image output decoded: a following job on this worker may take it as input."""
         if kind == "image" and value.mode in ("RGB", "RGBA"):
             with self.decoded_lock:
-                self.decoded.get(facts.sha256, lambda: value)
+                self.decoded.get(f"image:{facts.sha256}", lambda: value)
 
     def _context(self, spec: JobSpec, ids: list[str], scratch: Path) -> Context:
         def report(step: int, total: int, preview: Any) -> None:
