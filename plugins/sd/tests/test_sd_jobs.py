@@ -1,52 +1,20 @@
-"""SD jobs through a real server and CPU worker, on the tiny random model `make-tiny` writes.
-
-Nothing is downloaded: the hub is switched off (HF_HUB_OFFLINE=1) and HF_HOME is empty.
-"""
+"""SD jobs through a real server and CPU worker (conftest.py), on the tiny random models."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
-from sc_sd.cli import app
-from typer.testing import CliRunner
 
 from stablecore.client import ApiError, Client
-from stablecore.testing import ServerProcess
 
 HUB_ID = "nobody-here/not-cached-sd-model"
 SMALL = {"width": 32, "height": 32, "steps": 4, "scheduler": "euler_a"}
 SLOW = {"model": "tiny-sd", "width": 256, "height": 256, "steps": 150}  # seconds, on CPU
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("models")
-    for args in ([], ["--xl", "--name", "tiny-sdxl"]):
-        result = CliRunner().invoke(app, ["make-tiny", str(folder), *args])
-        assert result.exit_code == 0, result.output
-    (folder / "broken.safetensors").write_bytes(b"\x00\x01 this is not a checkpoint" * 10)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def server(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path_factory.mktemp("sd") / "data", sd_models_dir=models,
-                        sd_models=HUB_ID, sd_preview_every=2)
-    srv.env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path_factory.mktemp("hf_home")))
-    with srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server: ServerProcess) -> Iterator[Client]:
-    with server.client() as c:
-        yield c
 
 
 def run_ok(client: Client, spec: str, params: dict, inputs: dict | None = None) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from sc_sd.infotext import infotext
 from sc_sd.options import Options
+from sc_sd.prompts import take_loras, weights
 from sc_sd.sources import DEFAULT_HUB_MODEL, choices, resolve, scan
 
 
@@ -51,3 +52,18 @@ def test_infotext_quotes_like_a1111() -> None:
         "a, b",
         'Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 5, Size: 512x768, '
         'Model: "my, model", Denoising strength: 0.6, Version: stable-core sd 1.0']
+
+
+def test_prompt_weights_read_like_a1111() -> None:
+    assert weights("a (red:1.3) fox, (big) [small] \\(x\\) ((two))") == [
+        ("a ", 1.0), ("red", 1.3), (" fox, ", 1.0), ("big", 1.1), (" ", 1.0),
+        ("small", 1 / 1.1), (" (x) ", 1.0), ("two", pytest.approx(1.21))]
+    assert weights("(unclosed") == [("unclosed", 1.1)]
+    assert weights("") == [("", 1.0)]
+    assert weights("time: 12:30") == [("time: 12:30", 1.0)]
+
+
+def test_lora_tags_come_out_of_the_prompt() -> None:
+    assert take_loras("a <lora:film grain:0.5> cat <lora:sub/x>") == (
+        "a  cat ", [("film grain", 0.5), ("sub/x", 1.0)])
+    assert take_loras("no tags") == ("no tags", [])

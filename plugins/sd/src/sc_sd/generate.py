@@ -20,6 +20,7 @@ from sc_sd.infotext import infotext
 from sc_sd.loader import load
 from sc_sd.options import Options
 from sc_sd.preview import latent_to_image
+from sc_sd.prompts import encode, take_loras
 from sc_sd.results import Generated
 from sc_sd.sources import resolve
 from stablecore import Context
@@ -85,8 +86,9 @@ def generate(pipe: Any, mode: str, p: dict[str, Any], chunk: list[Item],
              callback: Callable[..., dict[str, Any]]) -> list[PIL.Image.Image]:
     """One diffusers call for the images of `chunk`."""
     kwargs: dict[str, Any] = {
-        "prompt": [i.prompt for i in chunk],
-        "negative_prompt": [i.negative_prompt for i in chunk],
+        # weights and long prompts: embeddings made here, LoRA tags left out
+        **encode(pipe, [take_loras(i.prompt)[0] for i in chunk],
+                 [take_loras(i.negative_prompt)[0] for i in chunk]),
         "num_inference_steps": p["steps"], "guidance_scale": p["guidance_scale"],
         # CPU generators: the same seed gives the same image on any device
         "generator": [torch.Generator("cpu").manual_seed(i.seed) for i in chunk],

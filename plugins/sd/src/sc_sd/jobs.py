@@ -24,8 +24,10 @@ CHOICES = choices(Options.from_env(os.environ))
 Model = Annotated[Literal[tuple(CHOICES)], Field(
     description="a model in the models folder (STABLECORE_SD_MODELS_DIR) or one listed in "
                 "STABLECORE_SD_MODELS (Hugging Face repo ids, absolute paths)")]
-Prompt = Annotated[str, Field(max_length=4000, description="what to draw")]
-Negative = Annotated[str, Field(max_length=4000, description="what to avoid")]
+Prompt = Annotated[str, Field(max_length=4000, description=(
+    "what to draw, any length; A1111 syntax: (word:1.3) weights, (word) x1.1, [word] /1.1, "
+    "<lora:name:0.8>, an embedding by its file name"))]
+Negative = Annotated[str, Field(max_length=4000, description="what to avoid (same syntax)")]
 Size = Annotated[int, Field(ge=32, le=2048, multiple_of=8, description="pixels, a multiple of 8")]
 Steps = Annotated[int, Field(ge=1, le=150, description="denoising steps")]
 Guidance = Annotated[float, Field(ge=0, le=30, description="classifier-free guidance (CFG) scale")]

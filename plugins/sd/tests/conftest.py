@@ -1,0 +1,44 @@
+"""One server for every SD test module: a CPU worker, the tiny models, and the tiny LoRA,
+embedding and ControlNet files, all written here in the layouts users bring.
+
+Nothing is downloaded: the hub is switched off (HF_HUB_OFFLINE=1) and HF_HOME is empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sc_sd.cli import app
+from typer.testing import CliRunner
+
+from stablecore.client import Client
+from stablecore.testing import ServerProcess
+
+HUB_ID = "nobody-here/not-cached-sd-model"
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    for args in ([], ["--xl", "--name", "tiny-sdxl"]):
+        result = CliRunner().invoke(app, ["make-tiny", str(folder), *args])
+        assert result.exit_code == 0, result.output
+    (folder / "broken.safetensors").write_bytes(b"\x00\x01 this is not a checkpoint" * 10)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def server(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    srv = ServerProcess(tmp_path_factory.mktemp("sd") / "data", sd_models_dir=models,
+                        sd_models=HUB_ID, sd_preview_every=2)
+    srv.env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path_factory.mktemp("hf_home")))
+    with srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: ServerProcess) -> Iterator[Client]:
+    with server.client() as c:
+        yield c
