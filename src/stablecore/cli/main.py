@@ -59,6 +59,8 @@ def serve(
     token: Annotated[str | None, typer.Option(help="access token for every route")] = None,
     workers: Annotated[str | None, typer.Option(help="comma list, e.g. cpu,cpu or cuda:0")] = None,
     config: ConfigOpt = None,
+    shell: Annotated[bool, typer.Option("--shell", help="and the interactive shell, "
+                                        "server logs printed above its prompt")] = False,
 ) -> None:
     """Start the server and its workers."""
     import uvicorn  # the CLI's other commands start faster without it
@@ -74,8 +76,22 @@ def serve(
         raise fail(e.message) from None
     console.print(f"stable-core on [bold]http://{settings.host}:{settings.port}[/bold] "
                   f"(data: {settings.data_dir.resolve()})")
+    if shell:
+        from stablecore.cli.serve_shell import serve_with_shell  # prompt_toolkit: only here
+
+        serve_with_shell(create_app(settings), settings)
+        return
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level="warning", ws_max_size=16 * 2**20, ws_per_message_deflate=False)
+
+
+@app.command("shell")
+def shell_command(url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """An interactive shell: Tab completion from the server's jobs, history, live progress."""
+    from stablecore.cli.shell import Shell  # prompt_toolkit: only for this command
+
+    with client(url, token) as c:
+        Shell(c).loop()
 
 
 @app.command("config")
