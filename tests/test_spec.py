@@ -152,3 +152,10 @@ def test_one_bad_job_does_not_sink_its_plugin() -> None:
     specs, errors = specs_in_module(module, "half", "1.0")
     assert [s.name for s in specs] == ["good"]
     assert list(errors) == ["bad"] and "cannot form a JSON schema" in errors["bad"]
+
+
+def test_numbers_stays_one_output_though_it_is_a_dataclass() -> None:
+    @job
+    def series() -> Numbers: ...
+
+    assert inspected(series).outputs == {"numbers": "numbers"}

@@ -18,9 +18,12 @@ from typing import Any
 import httpx
 import websockets
 
+from stablecore.workflow import Workflow
+
 DEFAULT_URL = "http://127.0.0.1:5000"
 FINAL_STATES = {"succeeded", "failed", "cancelled"}
 FINAL_EVENTS = {f"job.{s}" for s in FINAL_STATES}
+FINAL_WORKFLOW_EVENTS = {f"workflow.{s}" for s in FINAL_STATES}
 RECONNECT_S = 120.0  # how long a stream keeps trying to get back to a server that went away
 
 
@@ -202,11 +205,24 @@ class Client:
         the last `seq` seen, so no event is lost or repeated; `on_reconnect` hears of each
         outage. After `reconnect_s` seconds of failures the error surfaces.
         """
+        yield from self._follow(f"/api/jobs/{job_id}/events", FINAL_EVENTS,
+                                lambda: self.job(job_id)["state"] in FINAL_STATES,
+                                since, on_reconnect)
+
+    def workflow_events(self, workflow_id: str, since: int = 0,
+                        on_reconnect: Callable[[str], None] | None = None,
+                        ) -> Iterator[dict[str, Any]]:
+        """Every event of a workflow's nodes on one stream, until the run ends."""
+        yield from self._follow(f"/api/workflows/{workflow_id}/events", FINAL_WORKFLOW_EVENTS,
+                                lambda: self.workflow(workflow_id)["state"] != "running",
+                                since, on_reconnect)
+
+    def _follow(self, path: str, finals: set[str], ended: Callable[[], bool], since: int,
+                on_reconnect: Callable[[str], None] | None) -> Iterator[dict[str, Any]]:
         last, backoff = since, Backoff(self.reconnect_s)
         while True:
             try:
-                with self.http.stream("GET", f"/api/jobs/{job_id}/events",
-                                      params={"since": last},
+                with self.http.stream("GET", path, params={"since": last},
                                       timeout=httpx.Timeout(10.0, read=None)) as r:
                     if r.is_error:
                         r.read()
@@ -217,13 +233,13 @@ class Client:
                             continue
                         last = event["seq"]
                         yield event
-                        if event["type"] in FINAL_EVENTS:
+                        if event["type"] in finals:
                             return
-                # The server ended the stream without the job's end: it has ended before
-                # `since`, or the server is shutting down.
-                if self.job(job_id)["state"] in FINAL_STATES:
+                # The server ended the stream without the end: it has ended before `since`,
+                # or the server is shutting down.
+                if ended():
                     return
-                raise httpx.RemoteProtocolError("event stream closed before the job ended")
+                raise httpx.RemoteProtocolError("event stream closed before the end")
             except Exception as e:
                 delay = backoff.next(e)
                 if on_reconnect is not None and backoff.tries == 1:
@@ -245,6 +261,38 @@ class Client:
                 return call()
             except Exception as e:
                 time.sleep(backoff.next(e))
+
+    def workflow(self, workflow_id: str) -> dict[str, Any]:
+        return self.get(f"/api/workflows/{workflow_id}")
+
+    def submit_workflow(self, graph: Workflow | dict[str, Any], session: str | None = None,
+                        priority: int = 0) -> dict[str, Any]:
+        """Start a graph (a `Workflow` or its JSON); a bad one raises ApiError naming the
+        node and field, and nothing runs."""
+        doc = graph.to_dict(self.specs()) if isinstance(graph, Workflow) else graph
+        return _check(self.http.post("/api/workflows",
+                                     json={**doc, "session": session, "priority": priority}))
+
+    def cancel_workflow(self, workflow_id: str) -> dict[str, Any]:
+        return _check(self.http.post(f"/api/workflows/{workflow_id}/cancel"))
+
+    def save_workflow(self, name: str, graph: Workflow | dict[str, Any],
+                      expose: dict[str, Any] | None = None, description: str = "",
+                      ) -> dict[str, Any]:
+        """Keep a graph as the job `workflow.<name>`, exposing `{"params": {"size":
+        "node.param"}, "inputs": {...}, "outputs": {...}}`; returns its catalog entry."""
+        doc = graph.to_dict(self.specs()) if isinstance(graph, Workflow) else graph
+        return _check(self.http.post("/api/workflows/saved", json={
+            "name": name, "graph": doc, "expose": expose or {}, "description": description}))
+
+    def run_workflow(self, graph: Workflow | dict[str, Any], on_event: Callable[[dict], None]
+                     | None = None, **kw: Any) -> dict[str, Any]:
+        """Start a graph and wait for it; returns the run with every node's outputs."""
+        run = self.submit_workflow(graph, **kw)
+        for event in self.workflow_events(run["id"]):
+            if on_event is not None:
+                on_event(event)
+        return self._retrying(lambda: self.workflow(run["id"]))
 
     def run(self, spec: str, params: dict | None = None, inputs: dict | None = None,
             **kw: Any) -> dict[str, Any]:

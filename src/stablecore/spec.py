@@ -179,12 +179,13 @@ def _read_outputs(spec: JobSpec, where: str, ret: Any) -> None:
     if ret is type(None):
         spec.single_output = False
         return
-    if isinstance(ret, type) and (dataclasses.is_dataclass(ret) or hasattr(ret, "_fields")):
+    media = media_kind(ret)
+    if media.kind is None and isinstance(ret, type) and (dataclasses.is_dataclass(ret)
+                                                         or hasattr(ret, "_fields")):
         for out_name, ann in typing.get_type_hints(ret, include_extras=True).items():
             _add_output(spec, where, out_name, ann)
         spec.single_output = False
         return
-    media = media_kind(ret)
     _add_output(spec, where, media.kind or "json", ret)
 
 

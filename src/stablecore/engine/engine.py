@@ -19,10 +19,13 @@ from stablecore import protocol
 from stablecore.config import Settings
 from stablecore.engine import intake
 from stablecore.engine.catalog import CACHED, Catalog
+from stablecore.engine.flows import Flows
 from stablecore.engine.intake import JobRequest
 from stablecore.engine.link import WorkerLink, WorkerState
 from stablecore.engine.pool import Environments, Pool
+from stablecore.engine.saved import PLUGIN as SAVED
 from stablecore.engine.scheduler import WorkerView, plan
+from stablecore.engine.workflows import Graph
 from stablecore.errors import (
     Conflict,
     NotReady,
@@ -46,6 +49,7 @@ class Running:
     deadline: float
     spec: str
     session_id: str
+    workflow_id: str | None = None
     kill_at: float | None = None
     kill_state: JobState | None = None
     kill_reason: str | None = None
@@ -59,11 +63,14 @@ class Engine:
         self.catalog = Catalog()
         self.ready = asyncio.Event()
         self.pool = Pool(settings, environments, self._on_message, self._on_exit, self.spawn)
+        self.flows = Flows(store, self.catalog, lambda job_id: self.cancel(job_id, False),
+                           settings.job_timeout_s)
         self.running: dict[str, Running] = {}
         self.progress: dict[str, dict[str, Any]] = {}
         self.batch_max: dict[str, int] = {}
         self._last_progress_event: dict[str, float] = {}
         self._hellos: dict[str, asyncio.Event] = {}
+        self._caught_up = False  # every worker reported once: workflows may advance
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
 
@@ -135,16 +142,50 @@ class Engine:
         """Check every request, then queue all in one transaction: all of them or none."""
         jobs = intake.build_jobs(self.catalog, self.store, requests, owner,
                                  self.settings.job_timeout_s)
+        graphs = {}
+        for job in jobs:  # a saved workflow's job waits for the run it starts
+            if job.spec.startswith(f"{SAVED}."):
+                graphs[job.id] = self.flows.saved_graph(job)
+                job.state = JobState.WAITING
         self.store.add_jobs(jobs)
+        for job in jobs:
+            if job.id in graphs:
+                run = self.flows.submit(graphs[job.id], job.session_id, owner, job.priority,
+                                        parent=job.id)
+                self.flows.advance(run["id"])
         self.dispatch()
         return jobs
 
-    def cancel(self, job_id: str) -> Job:
+    def submit_workflow(self, graph: Graph, session_id: str | None, priority: int = 0,
+                        owner: str | None = None) -> dict[str, Any]:
+        """Check a whole graph and start it: its nodes wait in the queue for their inputs."""
+        session = (self.store.get_session(session_id) if session_id
+                   else self.store.current_session())
+        run = self.flows.submit(graph, session["id"], owner, priority)
+        self.flows.advance(run["id"])
+        self.dispatch()
+        return self.flows.public(run["id"])
+
+    def cancel_workflow(self, workflow_id: str) -> dict[str, Any]:
+        self.flows.cancel(workflow_id)
+        return self.flows.public(workflow_id)
+
+    def _advance(self, workflow_id: str | None) -> None:
+        if workflow_id is not None and self._caught_up:
+            self.flows.advance(workflow_id)
+            self.dispatch()
+
+    def cancel(self, job_id: str, advance: bool = True) -> Job:
         """A queued job is cancelled at once; a running one is asked to stop. Its worker is
         killed after the grace period only if no other job on it is still wanted."""
         job = self.store.get_job(job_id)
         if job.state in (JobState.QUEUED, JobState.WAITING):
-            return self.store.finish(job_id, JobState.CANCELLED, error="cancelled by request")
+            job = self.store.finish(job_id, JobState.CANCELLED, error="cancelled by request")
+            for run in self.flows.db.started_by(job_id):  # a saved workflow's job
+                self.flows.cancel(run)
+            if advance:
+                self._advance(job.workflow_id)
+            return job
         run = self.running.get(job_id)
         if job.state != JobState.RUNNING or run is None:
             raise Conflict(f"job {job_id} is {job.state}; only queued or running jobs cancel",
@@ -199,7 +240,7 @@ class Engine:
         orders = []
         for job in jobs:
             self.running[job.id] = Running(worker.name, now + (job.timeout or 1e12), job.spec,
-                                           job.session_id)
+                                           job.session_id, job.workflow_id)
             inputs: dict[str, FileRef | list[FileRef]] = {}
             for key, ref in job.inputs.items():
                 refs = [self._file_ref(i, worker) for i in (ref if isinstance(ref, list)
@@ -256,9 +297,13 @@ class Engine:
                           for name, s in self.catalog.specs.items()}
         worker.specs = {s["name"] for s in msg.specs}
         worker.python, worker.pid = msg.python, msg.pid
-        if CACHED in self.catalog.reports and all(w.python for w in self.workers.values()):
-            self.catalog.forget(CACHED)  # every worker has spoken: the last run's list goes
+        self.flows.refresh_saved()
+        if not self._caught_up and all(w.python for w in self.workers.values()):
+            self._caught_up = True  # every worker has spoken: the catalog is complete
+            self.catalog.forget(CACHED)
             self._fail_unknown()
+            for workflow_id in self.flows.db.running():
+                self.flows.advance(workflow_id)
         self.catalog.save(self.catalog_file)
         with self.store.transaction():
             self.store.emit("worker.up", worker=worker.name, device=worker.device, pid=msg.pid)
@@ -313,7 +358,8 @@ class Engine:
         job_id = msg.id
         if job_id in worker.jobs:
             worker.jobs.remove(job_id)
-        if self.running.pop(job_id, None) is None:
+        run = self.running.pop(job_id, None)
+        if run is None:
             return  # already settled (e.g. killed after grace)
         self.progress.pop(job_id, None)
         self._last_progress_event.pop(job_id, None)
@@ -334,6 +380,7 @@ class Engine:
         else:
             self.store.finish(job_id, JobState.FAILED, error=msg.error,
                               traceback=msg.traceback)
+        self._advance(run.workflow_id)
 
     def _keep_output(self, job: Job, out: OutputFile) -> dict[str, Any]:
         """Move one output file into the store and the job's session folder."""
@@ -355,16 +402,18 @@ class Engine:
             self.progress.pop(job_id, None)
             if run.kill_state is not None:
                 self.store.finish(job_id, run.kill_state, error=run.kill_reason)
-            elif self._stopping:
+            elif self._stopping or worker.lost:  # a lost link: the job runs again
                 self.store.finish(job_id, JobState.QUEUED)
             else:
                 self.store.finish(job_id, JobState.FAILED, error=f"worker died: {cause}")
+            self._advance(run.workflow_id)
         worker.move(WorkerState.DOWN)
         worker.jobs, worker.cache = [], []
         with self.store.transaction():
             self.store.emit("worker.down", worker=worker.name, cause=cause, expected=expected)
         if not (self._stopping or expected):
             self.pool.restart_later(worker)
+            self.dispatch()  # re-queued jobs go to the workers that are idle
 
     # --- timers -----------------------------------------------------------------------------
     async def _ticker(self) -> None:

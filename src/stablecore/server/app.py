@@ -28,6 +28,7 @@ from stablecore.server.events import EventHub
 from stablecore.server.model_routes import router as model_router
 from stablecore.server.plugin_routes import router as plugin_router
 from stablecore.server.routes import router
+from stablecore.server.workflow_routes import router as workflow_router
 from stablecore.store import Store
 
 WEB_DIST = Path(__file__).resolve().parents[3] / "web" / "dist"
@@ -127,6 +128,7 @@ def create_app(settings: Settings, web_dist: Path = WEB_DIST) -> FastAPI:
     app.include_router(plugin_router, responses=ERROR_RESPONSES)
     app.include_router(router, responses=ERROR_RESPONSES)
     app.include_router(model_router, responses=ERROR_RESPONSES)
+    app.include_router(workflow_router, responses=ERROR_RESPONSES)
     app.router.routes.append(NoRoute(app).route)
 
     @app.exception_handler(StableCoreError)

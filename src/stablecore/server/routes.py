@@ -160,13 +160,14 @@ async def job_events(request: Request, job_id: str,
 
 @router.websocket("/events")
 async def events(ws: WebSocket, since: Since = None, job: str | None = None,
-                 session: str | None = None) -> None:
-    """Every event (or one job's, one session's) as JSON; `since` resumes after a seq."""
+                 session: str | None = None, workflow: str | None = None) -> None:
+    """Every event (or one job's, session's, workflow's) as JSON; `since` resumes after a seq."""
     await ws.accept()
     hub, store = hub_of(ws), store_of(ws)
 
     async def pump() -> None:
-        async for event in hub.follow(store, since, job_id=job, session_id=session):
+        async for event in hub.follow(store, since, job_id=job, session_id=session,
+                                      workflow_id=workflow):
             await ws.send_text(json.dumps(event.public()))
 
     sender = asyncio.ensure_future(pump())

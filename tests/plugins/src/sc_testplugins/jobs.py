@@ -203,3 +203,14 @@ def _dropped_models() -> tuple[str, ...]:
      "files appear after a rescan.")
 def pick(name: Literal[_dropped_models()] = _dropped_models()[0]) -> Text:  # type: ignore[valid-type]
     return name
+
+
+@job(description="Add `amount` to every channel: a per-item param for map tests.")
+def tint(image: Image, amount: int = Field(0, ge=-255, le=255)) -> Image:
+    pixels = np.asarray(image.convert("RGB"), dtype=np.int16) + amount
+    return PIL.Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+@job(description="A numbers series 0, step, 2*step, ... in a column named `v`.")
+def ramp(n: int = Field(3, ge=1, le=1000), step: float = 10.0) -> Numbers:
+    return Numbers(np.arange(n) * step, columns=["v"])
