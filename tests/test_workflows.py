@@ -170,3 +170,24 @@ def test_a_server_crash_mid_graph_loses_and_repeats_nothing(tmp_path: Path) -> N
         jobs = {n: client.job(v["job_id"]) for n, v in final["nodes"].items()}
         assert jobs["first"]["attempts"] == 1 and jobs["last"]["attempts"] == 1
         assert jobs["slow"]["attempts"] == 2  # interrupted once, run again
+
+
+def test_the_cli_runs_a_graph_file_and_saves_it(client: Client, tmp_path: Path) -> None:
+    graph = tmp_path / "frames.json"
+    chain(size=5).save(graph, client.specs())
+    cli = [sys.executable, "-m", "stablecore"]
+    ran_ = subprocess.run([*cli, "workflow", "run", str(graph), "--set", "frames.size=7",
+                           "--url", client.url, "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert ran_.returncode == 0, ran_.stderr
+    assert "invert" in ran_.stderr and "succeeded" in ran_.stderr  # the live table
+    (png,) = (tmp_path / "out").glob("*.png")
+    assert png.name.endswith("testing.invert.png")
+    bad = subprocess.run([*cli, "workflow", "run", str(graph), "--set", "nope.size=1",
+                          "--url", client.url], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "no node 'nope'" in bad.stderr
+    saved = subprocess.run([*cli, "workflow", "save", "cli_frames", str(graph),
+                            "--param", "size=frames.size", "--output", "image=invert.image",
+                            "--url", client.url], capture_output=True, text=True, timeout=60)
+    assert saved.returncode == 0 and "workflow.cli_frames" in saved.stdout, saved.stderr
+    assert client.run("workflow.cli_frames", {"size": 3})["state"] == "succeeded"

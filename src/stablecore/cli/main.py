@@ -11,14 +11,14 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from stablecore.cli.common import TokenOpt, UrlOpt, call, client, console, err, fail
 from stablecore.cli.models import models_app
 from stablecore.cli.plugin import plugin_app
 from stablecore.cli.token import token_app
-from stablecore.client import ApiError, Client
+from stablecore.cli.workflow import workflow_app
 from stablecore.config import Settings, load_settings
 from stablecore.errors import ConfigError
 
@@ -29,19 +29,9 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(plugin_app, name="plugin")
 app.add_typer(models_app, name="models")
 app.add_typer(token_app, name="token")
-console = Console()
-err = Console(stderr=True)
+app.add_typer(workflow_app, name="workflow")
 
-UrlOpt = Annotated[str | None, typer.Option("--url", envvar="STABLECORE_URL",
-                                            help="server URL [default: http://127.0.0.1:5000]")]
-TokenOpt = Annotated[str | None, typer.Option("--token", envvar="STABLECORE_TOKEN",
-                                              help="access token")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file")]
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
 
 
 def settings_from(config: Path | None, cli: dict[str, Any]) -> tuple[Settings, dict[str, str]]:
@@ -231,19 +221,3 @@ def main() -> None:
         except Exception as e:  # a broken plugin must not break the CLI
             raise fail(f"plugin commands {ep.name!r} failed to load: {e}") from None
     app()
-
-
-def client(url: str | None, token: str | None) -> Client:
-    return Client(url, token)
-
-
-def call(fn: Any, *args: Any) -> Any:
-    """Run a client call; turn API and connection errors into a one-line CLI error."""
-    import httpx
-
-    try:
-        return fn(*args)
-    except ApiError as e:
-        raise fail(e.detail + (f" (field {e.field})" if e.field else "")) from None
-    except httpx.ConnectError:
-        raise fail("cannot reach the server; is `stable-core serve` running?") from None
