@@ -152,3 +152,29 @@ def test_bad_input_fails_with_a_clear_error(stablecore_client: Client, clip: Pat
 
     job = stablecore_client.run("video.to_frames", {"start": 5}, {"video": clip})
     assert job["state"] == "failed" and "past the end of the video" in job["error"]
+
+
+def test_a_workflow_maps_a_transform_over_the_frames_back_into_a_video(
+        stablecore_client: Client, clip: Path, tmp_path: Path) -> None:
+    """video.to_frames -> transform2d.transform per frame (map) -> video.from_frames, as one
+    graph; each frame moves right by 4 px per second of its time (a numbers column per item)."""
+    from stablecore.workflow import Workflow
+
+    video = stablecore_client.upload(clip)
+    wf = Workflow("mirror a clip")
+    split = wf.add("video.to_frames", "split", inputs={"video": video["id"]})
+    flip = wf.add("transform2d.transform", "flip", image=split.frames, flip="horizontal",
+                  translate_x=split.column("times", "time"), map="image")
+    wf.add("video.from_frames", "join", frames=flip.image, times=split.times, audio=split.audio,
+           codec="ffv1")
+    run = stablecore_client.run_workflow(wf)
+    assert run["state"] == "succeeded", run
+    assert len(run["nodes"]["flip"]["items"]) == N
+    frames, streams, rate = decoded(fetch(stablecore_client, run["nodes"]["join"], "video",
+                                          tmp_path / "mirrored.mkv"))
+    assert len(frames) == N and streams == ["video", "audio"] and rate == FPS
+    # mirrored: the 8 px bar that started at 4 i now ends at W - 4 i (plus a sub-pixel shift)
+    assert all(abs(W - bar(f) - 8 - 4 * i) <= 1 for i, f in enumerate(frames))
+    shifts = [stablecore_client.job(item["job_id"])["params"]["translate_x"]
+              for item in run["nodes"]["flip"]["items"]]
+    assert [round(x, 4) for x in shifts] == [round(i / FPS, 4) for i in range(N)]
