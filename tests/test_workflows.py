@@ -73,6 +73,8 @@ def test_an_unchanged_node_reuses_its_result(client: Client) -> None:
     rerun = client.run_workflow(edited)
     assert rerun["state"] == "succeeded"
     assert ran(rerun) == {"ramp", "tint[1]", "tint[2]", "stack", "invert"}  # tint[0] adds 0
+    back = client.run_workflow(chain(size=6))  # the edit undone: all of it is in the cache
+    assert ran(back) == set()
 
 
 @pytest.mark.parametrize("change, field", [
