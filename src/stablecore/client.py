@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import websockets
 
+from stablecore import credentials
 from stablecore.workflow import Workflow
 
 DEFAULT_URL = "http://127.0.0.1:5000"
@@ -99,6 +100,14 @@ def _lost(error: BaseException, last: int) -> str:
     return f"lost the server ({detail}); reconnecting, resuming after event {last}"
 
 
+def _where(url: str | None, token: str | None) -> tuple[str, str | None]:
+    """The server and token: given, else STABLECORE_URL / STABLECORE_TOKEN, else what
+    `stable-core login` kept (its server is the default), else the local server."""
+    url = (url or os.environ.get("STABLECORE_URL") or credentials.default_url()
+           or DEFAULT_URL).rstrip("/")
+    return url, token or os.environ.get("STABLECORE_TOKEN") or credentials.token_for(url)
+
+
 def _headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -124,8 +133,7 @@ class Client:
 
     def __init__(self, url: str | None = None, token: str | None = None,
                  timeout: float = 60.0, reconnect_s: float = RECONNECT_S) -> None:
-        self.url = (url or os.environ.get("STABLECORE_URL") or DEFAULT_URL).rstrip("/")
-        self.token = token or os.environ.get("STABLECORE_TOKEN")
+        self.url, self.token = _where(url, token)
         self.reconnect_s = reconnect_s
         self.http = httpx.Client(base_url=self.url, headers=_headers(self.token), timeout=timeout)
 
@@ -170,6 +178,36 @@ class Client:
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return _check(self.http.post(f"/api/jobs/{job_id}/cancel"))
+
+    # users and tokens
+    def me(self) -> dict[str, Any]:
+        """Who this client is signed in as: name, role, and how."""
+        return self.get("/api/me")
+
+    def create_token(self, name: str = "", expires: str | None = None) -> dict[str, Any]:
+        """A new API token of this client's user; `token` in the answer is shown only once."""
+        return _check(self.http.post("/api/tokens", json={"name": name, "expires": expires}))
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return self.get("/api/tokens")
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        return _check(self.http.delete(f"/api/tokens/{token_id}"))
+
+    def users(self) -> list[dict[str, Any]]:
+        return self.get("/api/users")
+
+    def add_user(self, name: str, password: str, role: str | None = None) -> dict[str, Any]:
+        return _check(self.http.post("/api/users", json={"name": name, "password": password,
+                                                         "role": role}))
+
+    def change_user(self, name: str, role: str | None = None,
+                    password: str | None = None) -> dict[str, Any]:
+        body = {k: v for k, v in (("role", role), ("password", password)) if v is not None}
+        return _check(self.http.patch(f"/api/users/{name}", json=body))
+
+    def remove_user(self, name: str) -> dict[str, Any]:
+        return _check(self.http.delete(f"/api/users/{name}"))
 
     def sessions(self) -> list[dict[str, Any]]:
         return self.get("/api/sessions")
@@ -311,8 +349,7 @@ class AsyncClient:
 
     def __init__(self, url: str | None = None, token: str | None = None,
                  timeout: float = 60.0, reconnect_s: float = RECONNECT_S) -> None:
-        self.url = (url or os.environ.get("STABLECORE_URL") or DEFAULT_URL).rstrip("/")
-        self.token = token or os.environ.get("STABLECORE_TOKEN")
+        self.url, self.token = _where(url, token)
         self.reconnect_s = reconnect_s
         self.http = httpx.AsyncClient(base_url=self.url, headers=_headers(self.token),
                                       timeout=timeout)

@@ -79,13 +79,15 @@ class Settings(BaseModel):
     def models_home(self) -> Path:
         return self.models_dir or self.data_dir / "models"
 
-    def check_safe(self) -> None:
-        """Raise if the settings would expose the server without credentials."""
-        if is_loopback(self.host):
+    def check_safe(self, has_users: bool = False) -> None:
+        """Raise if the settings would expose the server without credentials: beyond
+        loopback, sign-in needs users (`has_users`) or a strong shared token."""
+        if is_loopback(self.host) or (has_users and not self.token):
             return
         if not self.token:
             raise ConfigError(
-                f"refusing to bind {self.host} without an access token: set one with "
+                f"refusing to bind {self.host} without an access token or a user: add an "
+                f"admin with `stable-core users add NAME`, or set a token with "
                 f"--token, {ENV_PREFIX}TOKEN or `token = \"...\"` in {CONFIG_NAME} "
                 f"(`stable-core token new` prints one)",
                 field="token",

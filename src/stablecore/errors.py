@@ -83,6 +83,12 @@ class Unauthorized(StableCoreError):
     status = 401
 
 
+class TooManyRequests(StableCoreError):
+    """Too many failed sign-ins for a user name or from an address; `retry_after` seconds."""
+
+    status = 429
+
+
 class PluginError(StableCoreError):
     """A plugin's job declaration is invalid; raised when the plugin loads, not at its first job."""
 

@@ -19,9 +19,11 @@ from stablecore.cli.models import models_app
 from stablecore.cli.plugin import plugin_app
 from stablecore.cli.token import token_app
 from stablecore.cli.workflow import workflow_app
+from stablecore.cli.users import login, logout, tokens_app, users_app
 from stablecore.config import Settings, load_settings
 from stablecore.errors import ConfigError
 
+from stablecore.users import any_user_in
 app = typer.Typer(help="stable-core: a server for AI art and media synthesis.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 jobs_app = typer.Typer(help="List, show and cancel jobs.", no_args_is_help=True)
@@ -31,6 +33,10 @@ app.add_typer(models_app, name="models")
 app.add_typer(token_app, name="token")
 app.add_typer(workflow_app, name="workflow")
 
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+app.command("login")(login)
+app.command("logout")(logout)
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file")]
 
 
@@ -61,7 +67,7 @@ def serve(
            "workers": workers.split(",") if workers else None}
     settings, _ = settings_from(config, cli)
     try:
-        settings.check_safe()
+        settings.check_safe(any_user_in(settings.data_dir))
     except ConfigError as e:
         raise fail(e.message) from None
     console.print(f"stable-core on [bold]http://{settings.host}:{settings.port}[/bold] "

@@ -138,10 +138,12 @@ class Engine:
         return self.submit_many([JobRequest(spec, params, inputs, session_id, priority)],
                                 owner)[0]
 
-    def submit_many(self, requests: list[JobRequest], owner: str | None = None) -> list[Job]:
-        """Check every request, then queue all in one transaction: all of them or none."""
+    def submit_many(self, requests: list[JobRequest], owner: str | None = None,
+                    seen_by: str | None = None) -> list[Job]:
+        """Check every request, then queue all in one transaction: all of them or none.
+        `seen_by`: the owner whose sessions and artifacts the requests may name (None: any)."""
         jobs = intake.build_jobs(self.catalog, self.store, requests, owner,
-                                 self.settings.job_timeout_s)
+                                 self.settings.job_timeout_s, seen_by)
         graphs = {}
         for job in jobs:  # a saved workflow's job waits for the run it starts
             if job.spec.startswith(f"{SAVED}."):

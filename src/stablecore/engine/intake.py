@@ -26,17 +26,20 @@ class JobRequest:
 
 
 def build_jobs(catalog: Catalog, store: Store, requests: list[JobRequest], owner: str | None,
-               default_timeout: float) -> list[Job]:
-    """The jobs for `requests`; an error names the bad field, prefixed `jobs[i].` in a list."""
+               default_timeout: float, seen_by: str | None = None) -> list[Job]:
+    """The jobs for `requests`; an error names the bad field, prefixed `jobs[i].` in a list.
+
+    `seen_by` limits the sessions and input artifacts to one owner's (None: anyone's); a job
+    without a session goes to `owner`'s newest."""
     jobs, current = [], None
     for index, req in enumerate(requests):
         where = f"jobs[{index}]." if len(requests) > 1 else ""
         try:
-            checked = catalog.check(req.spec, req.params, artifacts(store, req.inputs))
+            checked = catalog.check(req.spec, req.params, artifacts(store, req.inputs, seen_by))
             if req.session:
-                session_id = store.get_session(req.session)["id"]
+                session_id = store.get_session(req.session, seen_by)["id"]
             else:
-                current = current or store.current_session()["id"]
+                current = current or store.current_session(owner)["id"]
                 session_id = current
         except StableCoreError as e:
             if where:
@@ -50,8 +53,10 @@ def build_jobs(catalog: Catalog, store: Store, requests: list[JobRequest], owner
     return jobs
 
 
-def artifacts(store: Store, inputs: dict[str, Any]) -> dict[str, Artifact | list[Artifact]]:
-    """Input names -> the artifacts their ids name; an unknown id is the client's error."""
+def artifacts(store: Store, inputs: dict[str, Any],
+              seen_by: str | None = None) -> dict[str, Artifact | list[Artifact]]:
+    """Input names -> the artifacts their ids name; an unknown id (or, with `seen_by`,
+    another owner's) is the client's error."""
     arts: dict[str, Artifact | list[Artifact]] = {}
     for key, ref in inputs.items():
         ids = ref if isinstance(ref, list) else [ref]
@@ -59,7 +64,7 @@ def artifacts(store: Store, inputs: dict[str, Any]) -> dict[str, Artifact | list
             raise InvalidParams(f"inputs.{key}: must be an artifact id, or a list of them",
                                 field=f"inputs.{key}")
         try:
-            found = [store.get_artifact(i) for i in ids]
+            found = [store.get_artifact(i, seen_by) for i in ids]
         except NotFound as e:
             raise InvalidParams(f"inputs.{key}: {e.message}", field=f"inputs.{key}") from None
         arts[key] = found if isinstance(ref, list) else found[0]

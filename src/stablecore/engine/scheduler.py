@@ -1,10 +1,14 @@
-"""Which idle worker runs which queued jobs: priority, then age; model affinity; batching.
+"""Which idle worker runs which queued jobs: priority, then fair share among owners, then
+age; model affinity; batching.
 
 A pure function of the queue head and the idle workers, so tests drive it step by step.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -27,7 +31,9 @@ def plan(queue: Sequence[QueuedJob], idle: Sequence[WorkerView], batch_max: dict
     A job goes to an idle worker that holds its model; failing that, to the idle worker whose
     cached models the rest of the queue wants least, then the one holding fewest models.
     Queued jobs with the job's batch key join it, up to the spec's `batch_max`.
+    With several owners in the queue, it is taken in `fair_share` order.
     """
+    queue = fair_share(queue)
     free = list(idle)
     taken: set[str] = set()
     wanted = {j.model_key for j in queue if j.model_key}
@@ -55,3 +61,34 @@ def plan(queue: Sequence[QueuedJob], idle: Sequence[WorkerView], batch_max: dict
         free.remove(worker)
         out.append((worker, batch))
     return out
+
+
+def fair_share(queue: Sequence[QueuedJob]) -> list[QueuedJob]:
+    """The queue, each priority level shared out among its owners in turns, so that one
+    owner's thousand jobs do not run before another's first.
+
+    The next turn goes to the owner with the fewest jobs running (counting those given turns
+    here), then to the one whose latest job started longest ago; each owner's own jobs keep
+    their order. With one owner the queue is returned as it is.
+    """
+    if len({j.owner for j in queue}) <= 1:
+        return list(queue)
+    order: list[QueuedJob] = []
+    ranked = sorted(queue, key=lambda j: (-j.priority, j.seq))
+    for _, level in itertools.groupby(ranked, key=lambda j: j.priority):
+        lines: dict[str | None, deque[QueuedJob]] = {}
+        for job in level:
+            lines.setdefault(job.owner, deque()).append(job)
+        turn = itertools.count()  # owners served here come after all not yet served
+        # (running, served here?, when last served, tie-break, owner)
+        heap = [(line[0].owner_running, 0, line[0].owner_started, next(turn), owner)
+                for owner, line in lines.items()]
+        heapq.heapify(heap)
+        while heap:
+            running, _, _, _, owner = heapq.heappop(heap)
+            line = lines[owner]
+            order.append(line.popleft())
+            if line:
+                served = next(turn)
+                heapq.heappush(heap, (running + 1, 1, served, served, owner))
+    return order

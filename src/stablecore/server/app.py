@@ -23,14 +23,23 @@ from stablecore.config import Settings
 from stablecore.engine.engine import Engine
 from stablecore.errors import InvalidParams, MethodNotAllowed, NotFound, StableCoreError, clip
 from stablecore.manager.installer import isolated_envs
-from stablecore.server.auth import BodyLimit, HostOriginGuard, TokenAuth
+from stablecore.server.auth import (
+    Auth,
+    BodyLimit,
+    HostOriginGuard,
+    SignInLimit,
+    error_headers,
+    sign_in_required,
+)
 from stablecore.server.events import EventHub
 from stablecore.server.model_routes import router as model_router
 from stablecore.server.plugin_routes import router as plugin_router
 from stablecore.server.routes import router
 from stablecore.server.workflow_routes import router as workflow_router
+from stablecore.server.user_routes import router as user_router
 from stablecore.store import Store
 
+from stablecore.users import Users
 WEB_DIST = Path(__file__).resolve().parents[3] / "web" / "dist"
 NO_UI = """<!doctype html><title>stable-core</title><body style="font-family:sans-serif">
 <h1>stable-core is running</h1><p>The web UI is not built ({dist} is missing).
@@ -118,6 +127,7 @@ def create_app(settings: Settings, web_dist: Path = WEB_DIST) -> FastAPI:
         app.state.settings, app.state.hub, app.state.store = settings, hub, store
         app.state.engine = engine
         await engine.start()
+        app.state.users, app.state.sign_in_limit = Users(store), SignInLimit()
         try:
             yield
         finally:
@@ -128,12 +138,14 @@ def create_app(settings: Settings, web_dist: Path = WEB_DIST) -> FastAPI:
     app.include_router(plugin_router, responses=ERROR_RESPONSES)
     app.include_router(router, responses=ERROR_RESPONSES)
     app.include_router(model_router, responses=ERROR_RESPONSES)
+    app.include_router(user_router, responses={**ERROR_RESPONSES, 429: {
+        "model": ErrorBody, "description": "Too many failed sign-ins (Retry-After)"}})
     app.include_router(workflow_router, responses=ERROR_RESPONSES)
     app.router.routes.append(NoRoute(app).route)
 
     @app.exception_handler(StableCoreError)
     async def on_error(request: Request, exc: StableCoreError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.status)
+        return JSONResponse(exc.to_dict(), status_code=exc.status, headers=error_headers(exc))
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -153,10 +165,10 @@ def create_app(settings: Settings, web_dist: Path = WEB_DIST) -> FastAPI:
         async def no_ui() -> HTMLResponse:
             return HTMLResponse(NO_UI.format(dist=web_dist), status_code=503)
 
-    # the first added runs innermost: the Host/Origin guard, then the token, then the size
+    # the first added runs innermost: the Host/Origin guard, then who calls, then the size
     app.add_middleware(BodyLimit, limit=int(settings.max_body_mb * 2**20))
-    if settings.token:
-        app.add_middleware(TokenAuth, token=settings.token)
-    app.add_middleware(HostOriginGuard, check_host=not settings.token,
-                       allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(Auth, settings=settings)
+    app.add_middleware(HostOriginGuard, allowed_hosts=settings.allowed_hosts,
+                       check_host=lambda scope: not sign_in_required(settings,
+                                                                    scope["app"].state.users))
     return app

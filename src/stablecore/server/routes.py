@@ -1,4 +1,7 @@
-"""REST routes under /api, the SSE stream of a job, and the WebSocket of all events."""
+"""REST routes under /api, the SSE stream of a job, and the WebSocket of all events.
+
+Every lookup and listing is filtered by `seen_by(request)`: a user sees their own jobs,
+sessions, artifacts and events; another user's id answers 404; admins see everything."""
 
 from __future__ import annotations
 
@@ -19,8 +22,15 @@ from starlette.datastructures import UploadFile
 from stablecore import __version__
 from stablecore.engine.engine import Engine
 from stablecore.engine.intake import JobRequest as EngineJob
-from stablecore.errors import InvalidParams, PayloadTooLarge, UnsupportedMedia, clip
+from stablecore.errors import (
+    InvalidParams,
+    PayloadTooLarge,
+    StableCoreError,
+    UnsupportedMedia,
+    clip,
+)
 from stablecore.media import sniff
+from stablecore.server.auth import owner_for, seen_by
 from stablecore.server.events import FINAL_TYPES, EventHub
 from stablecore.store import JobState, Store
 
@@ -111,7 +121,7 @@ async def submit(request: Request, body: JobRequest | list[JobRequest],
         raise InvalidParams(f"a list of 1 to {MAX_JOBS_PER_REQUEST} jobs, got {len(requests)}",
                             field="body")
     jobs = engine.submit_many([EngineJob(r.spec, r.params, r.inputs, r.session, r.priority)
-                               for r in requests])
+                               for r in requests], owner_for(request), seen_by(request))
     return [engine.job_public(j) for j in jobs] if many else engine.job_public(jobs[0])
 
 
@@ -120,19 +130,21 @@ async def list_jobs(request: Request, state: JobState | None = None, session: st
                     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
                     offset: Offset = 0) -> dict[str, Any]:
     engine = engine_of(request)
-    jobs, total = store_of(request).list_jobs(state, session, limit, offset)
+    jobs, total = store_of(request).list_jobs(state, session, limit, offset,
+                                              seen_by(request))
     return {"jobs": [engine.job_public(j) for j in jobs], "total": total, "limit": limit,
             "offset": offset}
 
 
 @router.get("/jobs/{job_id}")
 async def get_job(request: Request, job_id: str) -> dict[str, Any]:
-    return engine_of(request).job_public(store_of(request).get_job(job_id))
+    return engine_of(request).job_public(store_of(request).get_job(job_id, seen_by(request)))
 
 
 @router.post("/jobs/{job_id}/cancel")
 async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
     engine = engine_of(request)
+    store_of(request).get_job(job_id, seen_by(request))
     return engine.job_public(engine.cancel(job_id))
 
 
@@ -141,7 +153,7 @@ async def job_events(request: Request, job_id: str,
                      since: Since = None) -> StreamingResponse:
     """Server-Sent Events of one job, from the start (or `since` / Last-Event-ID) to its end."""
     store = store_of(request)
-    job = store.get_job(job_id)
+    job = store.get_job(job_id, seen_by(request))
     last_id = request.headers.get("last-event-id", "")
     start = int(last_id) if last_id.isascii() and last_id.isdigit() else (since or 0)
     start = min(start, MAX_INT)
@@ -161,13 +173,22 @@ async def job_events(request: Request, job_id: str,
 @router.websocket("/events")
 async def events(ws: WebSocket, since: Since = None, job: str | None = None,
                  session: str | None = None, workflow: str | None = None) -> None:
-    """Every event (or one job's, session's, workflow's) as JSON; `since` resumes after a seq."""
+    """Every event (or one job's, session's, workflow's) as JSON; `since` resumes after a seq.
+    A user gets their own events only; worker and plugin events go to admins."""
+    hub, store, owner = hub_of(ws), store_of(ws), seen_by(ws)
+    try:
+        if job:
+            store.get_job(job, owner)
+        if session:
+            store.get_session(session, owner)
+    except StableCoreError as e:
+        await ws.close(code=4404, reason=e.message[:120])
+        return
     await ws.accept()
-    hub, store = hub_of(ws), store_of(ws)
 
     async def pump() -> None:
         async for event in hub.follow(store, since, job_id=job, session_id=session,
-                                      workflow_id=workflow):
+                                      workflow_id=workflow, owner=owner):
             await ws.send_text(json.dumps(event.public()))
 
     sender = asyncio.ensure_future(pump())
@@ -226,7 +247,7 @@ async def upload(request: Request) -> dict[str, Any]:
             raise InvalidParams("multipart field 'file' is missing", field="file")
         session = form.get("session")
         if session is not None:
-            store.get_session(str(session))
+            store.get_session(str(session), seen_by(request))
         head = await file.read(4096)
         await file.seek(0)
         sniffed = sniff(head)
@@ -240,7 +261,8 @@ async def upload(request: Request) -> dict[str, Any]:
             tmp.unlink()
             raise PayloadTooLarge(f"upload exceeds the limit of {limit} bytes", limit=limit)
         art = store.add_artifact(tmp, digest, kind, mime, ext, _safe_name(file.filename),
-                                 session_id=str(session) if session else None)
+                                 session_id=str(session) if session else None,
+                                 owner=owner_for(request))
         return art.public()
     finally:
         await form.close()
@@ -259,7 +281,7 @@ def _copy_hashing(file: UploadFile, dest: Path) -> tuple[int, str]:
 @router.get("/artifacts/{artifact_id}")
 async def download(request: Request, artifact_id: str) -> FileResponse:
     store = store_of(request)
-    art = store.get_artifact(artifact_id)
+    art = store.get_artifact(artifact_id, seen_by(request))
     return FileResponse(store.artifact_file(art), media_type=art.mime,
                         filename=Path(art.path or art.name).name,
                         content_disposition_type="inline")
@@ -267,33 +289,39 @@ async def download(request: Request, artifact_id: str) -> FileResponse:
 
 @router.get("/artifacts/{artifact_id}/info")
 async def artifact_info(request: Request, artifact_id: str) -> dict[str, Any]:
-    return store_of(request).get_artifact(artifact_id).public()
+    return store_of(request).get_artifact(artifact_id, seen_by(request)).public()
 
 
 # --- sessions and workers -------------------------------------------------------------------
 @router.get("/sessions")
 async def list_sessions(request: Request) -> list[dict[str, Any]]:
-    return store_of(request).list_sessions()
+    return store_of(request).list_sessions(seen_by(request))
 
 
 @router.post("/sessions", status_code=201)
 async def create_session(request: Request, body: SessionRequest) -> dict[str, Any]:
-    return store_of(request).create_session(body.name)
+    return store_of(request).create_session(body.name, owner_for(request))
 
 
 @router.get("/sessions/{session_id}")
 async def get_session(request: Request, session_id: str,
                       limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                       offset: Offset = 0) -> dict[str, Any]:
-    store = store_of(request)
-    session = store.get_session(session_id)
-    arts = store.list_artifacts(session_id, limit, offset)
+    store, owner = store_of(request), seen_by(request)
+    session = store.get_session(session_id, owner)
+    arts = store.list_artifacts(session_id, limit, offset, owner)
     return {**session, "artifacts": [a.public() for a in arts]}
 
 
 @router.get("/workers")
 async def workers(request: Request) -> list[dict[str, Any]]:
-    return [w.public() for w in engine_of(request).workers.values()]
+    """The workers; a user sees which of their own jobs each runs, not others'."""
+    owner, store = seen_by(request), store_of(request)
+    shown = [w.public() for w in engine_of(request).workers.values()]
+    if owner is not None:
+        for w in shown:
+            w["jobs"] = [j for j in w["jobs"] if store.owner_of(j) == owner]
+    return shown
 
 
 class PriorityRequest(BaseModel):
@@ -306,6 +334,7 @@ class PriorityRequest(BaseModel):
 async def reprioritize(request: Request, job_id: str, body: PriorityRequest) -> dict[str, Any]:
     """Change a queued job's priority (reorder the queue)."""
     engine = engine_of(request)
+    store_of(request).get_job(job_id, seen_by(request))
     return engine.job_public(engine.reprioritize(job_id, body.priority))
 
 
@@ -314,6 +343,7 @@ async def retry(request: Request, job_id: str) -> dict[str, Any]:
     """Queue a new job with the same spec, params, inputs, session and priority."""
     engine = engine_of(request)
     await engine.wait_ready(CATALOG_WAIT_S)
-    old = store_of(request).get_job(job_id)
-    job = engine.submit(old.spec, old.params, old.inputs, old.session_id, old.priority)
+    old = store_of(request).get_job(job_id, seen_by(request))
+    job = engine.submit(old.spec, old.params, old.inputs, old.session_id, old.priority,
+                        old.owner)
     return engine.job_public(job)
