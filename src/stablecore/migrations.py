@@ -40,6 +40,49 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN traceback TEXT;
     CREATE INDEX artifacts_kind ON artifacts(kind, created);
     """,
+    # 3: workflows. A node's job knows its workflow and node name; a job's cache key lets an
+    # unchanged node reuse an earlier result; events carry the workflow for one-stream follow.
+    """
+    ALTER TABLE jobs ADD COLUMN workflow_id TEXT;
+    ALTER TABLE jobs ADD COLUMN node TEXT;
+    ALTER TABLE jobs ADD COLUMN cache_key TEXT;
+    ALTER TABLE jobs ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_workflow ON jobs(workflow_id, node);
+    CREATE INDEX jobs_cache ON jobs(cache_key, state);
+    ALTER TABLE events ADD COLUMN workflow_id TEXT;
+    CREATE INDEX events_workflow ON events(workflow_id, seq);
+    CREATE TABLE workflows (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, graph TEXT NOT NULL, state TEXT NOT NULL,
+        session_id TEXT NOT NULL, owner TEXT, job_id TEXT, created REAL NOT NULL,
+        finished REAL, error TEXT);
+    CREATE TABLE saved_workflows (
+        name TEXT PRIMARY KEY, graph TEXT NOT NULL, expose TEXT NOT NULL, description TEXT,
+        owner TEXT, created REAL NOT NULL);
+    """,
+    # 4: users with roles; API tokens and web sessions (only a sha256 of each secret is kept);
+    # the audit trail; owners on sessions, artifacts and events; indexes for each owner's
+    # share of the queue (fair share) and for each owner's listings.
+    """
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL COLLATE NOCASE, role TEXT NOT NULL,
+        password TEXT NOT NULL, created REAL NOT NULL);
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY, user_id TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
+        hash TEXT UNIQUE NOT NULL, csrf TEXT, created REAL NOT NULL, expires REAL,
+        last_used REAL);
+    CREATE INDEX tokens_user ON tokens(user_id, kind);
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, action TEXT NOT NULL,
+        actor TEXT, target TEXT, address TEXT, ok INTEGER NOT NULL, data TEXT NOT NULL);
+    ALTER TABLE sessions ADD COLUMN owner TEXT;
+    ALTER TABLE artifacts ADD COLUMN owner TEXT;
+    ALTER TABLE events ADD COLUMN owner TEXT;
+    CREATE INDEX jobs_owner ON jobs(owner, seq);
+    CREATE INDEX jobs_owner_queue ON jobs(state, owner, priority DESC, seq);
+    CREATE INDEX jobs_owner_started ON jobs(owner, started);
+    CREATE INDEX events_owner ON events(owner, seq);
+    CREATE INDEX sessions_owner ON sessions(owner, created);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

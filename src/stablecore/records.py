@@ -27,7 +27,8 @@ class JobState(StrEnum):
 
 FINISHED = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 ALLOWED_MOVES: dict[JobState, set[JobState]] = {
-    JobState.WAITING: {JobState.QUEUED, JobState.FAILED, JobState.CANCELLED},
+    # a waiting node may succeed without running: a cache hit, or a gather of its items
+    JobState.WAITING: {JobState.QUEUED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED},
     JobState.QUEUED: {JobState.RUNNING, JobState.CANCELLED, JobState.FAILED},
     JobState.RUNNING: {JobState.QUEUED, *FINISHED},
     JobState.SUCCEEDED: set(),
@@ -67,6 +68,10 @@ class Job:
     batch_key: str | None = None
     timeout: float | None = None
     owner: str | None = None
+    workflow_id: str | None = None
+    node: str | None = None  # its node in the workflow; `name[3]` for item 3 of a map
+    cache_key: str | None = None
+    cached: bool = False  # succeeded by reusing an earlier job's outputs
     seq: int = 0
 
     @classmethod
@@ -76,10 +81,12 @@ class Job:
         d["inputs"] = json.loads(d["inputs"])
         d["outputs"] = json.loads(d["outputs"]) if d["outputs"] else None
         d["state"] = JobState(d["state"])
+        d["cached"] = bool(d["cached"])
         return cls(**d)
 
     def public(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("seq", "model_key", "batch_key")}
+        d = {k: v for k, v in self.__dict__.items()
+             if k not in ("seq", "model_key", "batch_key", "cache_key")}
         d["state"] = str(self.state)
         return d
 
@@ -92,6 +99,11 @@ class QueuedJob:
     spec: str
     model_key: str | None = None
     batch_key: str | None = None
+    priority: int = 0
+    owner: str | None = None
+    seq: int = 0
+    owner_running: int = 0  # how many of its owner's jobs run now (for fair share)
+    owner_started: float = 0.0  # when its owner's latest job started; 0: never
 
 
 @dataclass
@@ -108,6 +120,7 @@ class Artifact:
     job_id: str | None
     created: float
     meta: dict[str, Any] = field(default_factory=dict)
+    owner: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Artifact:
@@ -116,7 +129,7 @@ class Artifact:
         return cls(**d)
 
     def public(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "blob"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("blob", "owner")}
 
 
 @dataclass
@@ -127,6 +140,8 @@ class Event:
     job_id: str | None
     session_id: str | None
     data: dict[str, Any]
+    workflow_id: str | None = None
+    owner: str | None = None  # whose: the job's, workflow's or session's; None: admins'
 
     def public(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "owner"}

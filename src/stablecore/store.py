@@ -79,19 +79,36 @@ class Store:
                 self.on_event(event)
 
     def emit(self, type: str, job_id: str | None = None, session_id: str | None = None,
-             **data: Any) -> Event:
+             workflow_id: str | None = None, **data: Any) -> Event:
         """Write an event; must run inside `transaction()`."""
         assert self._pending is not None, "emit() outside a transaction"
         ts = time.time()
+        owner = self.owner_of(job_id, workflow_id, session_id)
         cur = self.db.execute(
-            "INSERT INTO events (ts, type, job_id, session_id, data) VALUES (?, ?, ?, ?, ?)",
-            (ts, type, job_id, session_id, json.dumps(data)))
-        event = Event(cur.lastrowid or 0, ts, type, job_id, session_id, data)
+            "INSERT INTO events (ts, type, job_id, session_id, workflow_id, owner, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (ts, type, job_id, session_id, workflow_id, owner, json.dumps(data)))
+        event = Event(cur.lastrowid or 0, ts, type, job_id, session_id, data, workflow_id,
+                      owner)
         self._pending.append(event)
         return event
 
+    def owner_of(self, job_id: str | None, workflow_id: str | None = None,
+                 session_id: str | None = None) -> str | None:
+        """Whose an event is: its job's owner, else its workflow's, else its session's; None
+        (admins only) for worker, plugin and model events."""
+        for table, key in (("jobs", job_id), ("workflows", workflow_id),
+                           ("sessions", session_id)):
+            if key:
+                row = self.db.execute(f"SELECT owner FROM {table} WHERE id = ?",
+                                      (key,)).fetchone()
+                if row is not None:
+                    return row[0]
+        return None
+
     # --- sessions -------------------------------------------------------------------------
-    def create_session(self, name: str | None = None) -> dict[str, Any]:
+    def create_session(self, name: str | None = None,
+                       owner: str | None = None) -> dict[str, Any]:
         """A session named `name` (a folder under sessions/), else one named by date and time."""
         folder = self.data_dir / "sessions"
         if name and (name.strip() in (".", "..")
@@ -112,35 +129,41 @@ class Store:
             elif taken(name):
                 raise Conflict(f"a session named {name!r} exists", field="name")
             row = {"id": new_id("s"), "name": name, "created": time.time()}
-            db.execute("INSERT INTO sessions (id, name, created)"
-                       " VALUES (:id, :name, :created)", row)
+            db.execute("INSERT INTO sessions (id, name, created, owner)"
+                       " VALUES (:id, :name, :created, :owner)", {**row, "owner": owner})
             self.emit("session.created", session_id=row["id"], name=name)
         return row
 
-    def get_session(self, session_id: str) -> dict[str, Any]:
-        row = self.db.execute("SELECT id, name, created FROM sessions WHERE id = ?",
+    def get_session(self, session_id: str, owner: str | None = None) -> dict[str, Any]:
+        """With `owner`, only a session of theirs: another's is not found."""
+        row = self.db.execute("SELECT id, name, created, owner FROM sessions WHERE id = ?",
                               (session_id,)).fetchone()
-        if row is None:
+        if row is None or (owner is not None and row["owner"] != owner):
             raise NotFound(f"no session {session_id!r}", field="session")
-        return dict(row)
+        return {k: row[k] for k in ("id", "name", "created")}
 
-    def list_sessions(self) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT id, name, created FROM sessions ORDER BY created DESC")
+    def list_sessions(self, owner: str | None = None) -> list[dict[str, Any]]:
+        where, args = ("WHERE owner = ?", (owner,)) if owner is not None else ("", ())
+        rows = self.db.execute(f"SELECT id, name, created FROM sessions {where}"
+                               " ORDER BY created DESC", args)
         return [dict(r) for r in rows]
 
-    def current_session(self) -> dict[str, Any]:
-        """The newest session; a first one is made on demand."""
-        row = self.db.execute(
-            "SELECT id, name, created FROM sessions ORDER BY created DESC LIMIT 1").fetchone()
-        return dict(row) if row else self.create_session()
+    def current_session(self, owner: str | None = None) -> dict[str, Any]:
+        """The newest session (of `owner`, if given); a first one is made on demand."""
+        where, args = ("WHERE owner = ?", (owner,)) if owner is not None else ("", ())
+        row = self.db.execute(f"SELECT id, name, created FROM sessions {where}"
+                              " ORDER BY created DESC LIMIT 1", args).fetchone()
+        return dict(row) if row else self.create_session(owner=owner)
 
     # --- artifacts ------------------------------------------------------------------------
     def add_artifact(self, src: Path, sha256: str, kind: str, mime: str, ext: str, name: str,
                      session_id: str | None = None, job_id: str | None = None,
-                     meta: dict[str, Any] | None = None, label: str | None = None) -> Artifact:
+                     meta: dict[str, Any] | None = None, label: str | None = None,
+                     owner: str | None = None) -> Artifact:
         """Move `src` into the blob store (once per sha256) and index it.
 
         With `label`, the file also appears in its session folder as `NNNN_<label>.<ext>`.
+        A job's output or preview belongs to the job's owner.
         """
         blob = Path("blobs") / sha256[:2] / f"{sha256}.{ext}"
         target = self.data_dir / blob
@@ -150,8 +173,10 @@ class Store:
             target.parent.mkdir(exist_ok=True)
             os.replace(src, target)
         art = Artifact(new_id("a"), sha256, kind, mime, target.stat().st_size, str(blob), name,
-                       None, session_id, job_id, time.time(), meta or {})
+                       None, session_id, job_id, time.time(), meta or {}, owner)
         with self.transaction() as db:
+            if owner is None and job_id:
+                art.owner = self.owner_of(job_id)
             if label and session_id:
                 sess = db.execute("SELECT name, next_index FROM sessions WHERE id = ?",
                                   (session_id,)).fetchone()
@@ -161,14 +186,16 @@ class Store:
                 _link(target, self.data_dir / rel)
                 art.path = str(rel)
             db.execute(
-                "INSERT INTO artifacts VALUES (:id, :sha256, :kind, :mime, :size, :blob, :name,"
-                " :path, :session_id, :job_id, :created, :meta)",
-                {**art.__dict__, "meta": json.dumps(art.meta)})
+                "INSERT INTO artifacts (id, sha256, kind, mime, size, blob, name, path,"
+                " session_id, job_id, created, meta, owner) VALUES (:id, :sha256, :kind,"
+                " :mime, :size, :blob, :name, :path, :session_id, :job_id, :created, :meta,"
+                " :owner)", {**art.__dict__, "meta": json.dumps(art.meta)})
         return art
 
-    def get_artifact(self, artifact_id: str) -> Artifact:
+    def get_artifact(self, artifact_id: str, owner: str | None = None) -> Artifact:
+        """With `owner`, only an artifact of theirs: another's is not found."""
         row = self.db.execute("SELECT * FROM artifacts WHERE id = ?", (artifact_id,)).fetchone()
-        if row is None:
+        if row is None or (owner is not None and row["owner"] != owner):
             raise NotFound(f"no artifact {artifact_id!r}", artifact_id=artifact_id)
         return Artifact.from_row(row)
 
@@ -177,10 +204,12 @@ class Store:
                               (sha256,)).fetchone()
         return Artifact.from_row(row) if row else None
 
-    def list_artifacts(self, session_id: str, limit: int = 100, offset: int = 0) -> list[Artifact]:
+    def list_artifacts(self, session_id: str, limit: int = 100, offset: int = 0,
+                       owner: str | None = None) -> list[Artifact]:
+        mine, args = ("AND owner = ? ", [owner]) if owner is not None else ("", [])
         rows = self.db.execute(
-            "SELECT * FROM artifacts WHERE session_id = ? AND kind != 'preview' "
-            "ORDER BY created DESC LIMIT ? OFFSET ?", (session_id, limit, offset))
+            f"SELECT * FROM artifacts WHERE session_id = ? AND kind != 'preview' {mine}"
+            "ORDER BY created DESC LIMIT ? OFFSET ?", (session_id, *args, limit, offset))
         return [Artifact.from_row(r) for r in rows]
 
     def artifact_file(self, art: Artifact) -> Path:
@@ -198,24 +227,31 @@ class Store:
                 job.created = now
                 cur = db.execute(
                     "INSERT INTO jobs (id, spec, params, inputs, session_id, priority, owner,"
-                    " state, created, model_key, batch_key, timeout)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " state, created, model_key, batch_key, timeout, workflow_id, node,"
+                    " cache_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (job.id, job.spec, json.dumps(job.params), json.dumps(job.inputs),
                      job.session_id, job.priority, job.owner, job.state, job.created,
-                     job.model_key, job.batch_key, job.timeout))
+                     job.model_key, job.batch_key, job.timeout, job.workflow_id, job.node,
+                     job.cache_key))
                 job.seq = cur.lastrowid or 0
-                self.emit(f"job.{job.state}", job.id, job.session_id, spec=job.spec)
+                self.emit(f"job.{job.state}", job.id, job.session_id, job.workflow_id,
+                          spec=job.spec, node=job.node)
         return jobs
 
-    def get_job(self, job_id: str) -> Job:
+    def get_job(self, job_id: str, owner: str | None = None) -> Job:
+        """With `owner`, only a job of theirs: another's is not found."""
         row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
+        if row is None or (owner is not None and row["owner"] != owner):
             raise NotFound(f"no job {job_id!r}", job_id=job_id)
         return Job.from_row(row)
 
     def list_jobs(self, state: str | None = None, session_id: str | None = None,
-                  limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
+                  limit: int = 50, offset: int = 0,
+                  owner: str | None = None) -> tuple[list[Job], int]:
         where, args = [], []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
         if state:
             where.append("state = ?")
             args.append(state)
@@ -232,14 +268,43 @@ class Store:
         """The head of the queue, priority first, then age: just what the scheduler needs.
 
         With `specs`, only jobs of those specs: what the idle workers can run, so jobs no idle
-        worker takes (an isolated plugin's, GPU-only ones) never hide the rest behind them."""
+        worker takes (an isolated plugin's, GPU-only ones) never hide the rest behind them.
+
+        With several owners queuing, the head of each owner's queue, each job with how many of
+        its owner's jobs run and when their latest started, for the scheduler's fair share."""
         where, args = "state = 'queued'", []
         if specs is not None:
             where += f" AND spec IN ({','.join('?' * len(specs))})"
             args = sorted(specs)
-        rows = self.db.execute(f"SELECT id, spec, model_key, batch_key FROM jobs WHERE {where}"
-                               " ORDER BY priority DESC, seq LIMIT ?", (*args, limit))
-        return [QueuedJob(*r) for r in rows]
+        columns = "id, spec, model_key, batch_key, priority, owner, seq"
+        owners = self._queued_owners()
+        if len(owners) <= 1:
+            rows = self.db.execute(f"SELECT {columns} FROM jobs WHERE {where}"
+                                   " ORDER BY priority DESC, seq LIMIT ?", (*args, limit))
+            return [QueuedJob(*r) for r in rows]
+        running = dict(self.db.execute(
+            "SELECT owner, COUNT(*) FROM jobs WHERE state = 'running' GROUP BY owner").fetchall())
+        jobs = []
+        for owner in owners:
+            started = self.db.execute("SELECT MAX(started) FROM jobs WHERE owner IS ?",
+                                      (owner,)).fetchone()[0] or 0.0
+            rows = self.db.execute(f"SELECT {columns} FROM jobs WHERE {where} AND owner IS ?"
+                                   " ORDER BY priority DESC, seq LIMIT ?", (*args, owner, limit))
+            jobs += [QueuedJob(*r, owner_running=running.get(owner, 0), owner_started=started)
+                     for r in rows]
+        return sorted(jobs, key=lambda j: (-j.priority, j.seq))
+
+    def _queued_owners(self) -> list[str | None]:
+        """The owners with queued jobs, one index seek each (a loose index scan)."""
+        owners: list[str | None] = [r[0] for r in self.db.execute(
+            "WITH RECURSIVE o(owner) AS (SELECT MIN(owner) FROM jobs WHERE state = 'queued'"
+            " UNION ALL SELECT (SELECT MIN(owner) FROM jobs WHERE state = 'queued'"
+            " AND owner > o.owner) FROM o WHERE o.owner IS NOT NULL)"
+            " SELECT owner FROM o WHERE owner IS NOT NULL")]
+        if self.db.execute("SELECT 1 FROM jobs WHERE state = 'queued' AND owner IS NULL"
+                           " LIMIT 1").fetchone():
+            owners.append(None)
+        return owners
 
     def claim(self, ids: list[str], worker: str) -> list[Job]:
         """queued -> running for all of `ids`, or for none of them."""
@@ -255,13 +320,13 @@ class Store:
                     raise Conflict(f"job {job_id} is no longer queued", job_id=job_id)
                 job = self.get_job(job_id)
                 jobs.append(job)
-                self.emit("job.started", job.id, job.session_id, worker=worker,
-                          batch=len(ids))
+                self.emit("job.started", job.id, job.session_id, job.workflow_id,
+                          worker=worker, batch=len(ids))
         return jobs
 
     def finish(self, job_id: str, state: JobState, outputs: dict[str, Any] | None = None,
                error: str | None = None, params: dict[str, Any] | None = None,
-               traceback: str | None = None) -> Job:
+               traceback: str | None = None, cached: bool = False) -> Job:
         """Move a job to a final state (or back to queued) with its outputs or error.
 
         `params` replaces the recorded params when the job decided some (a random seed)."""
@@ -278,12 +343,17 @@ class Store:
                         state.finished, job_id))
             job.state, job.outputs, job.error, job.finished = state, outputs, error, now
             job.traceback = traceback
+            if cached:
+                db.execute("UPDATE jobs SET cached = 1 WHERE id = ?", (job_id,))
+                job.cached = True
             data: dict[str, Any] = {"spec": job.spec}
+            if job.workflow_id:
+                data.update(node=job.node, cached=job.cached)
             if outputs is not None:
                 data["outputs"] = outputs
             if error is not None:
                 data["error"] = error
-            self.emit(f"job.{state}", job_id, job.session_id, **data)
+            self.emit(f"job.{state}", job_id, job.session_id, job.workflow_id, **data)
         return job
 
     def set_priority(self, job_id: str, priority: int) -> Job:
@@ -294,7 +364,7 @@ class Store:
                                "reordered", job_id=job_id, state=str(job.state))
             db.execute("UPDATE jobs SET priority = ? WHERE id = ?", (priority, job_id))
             job.priority = priority
-            self.emit("job.updated", job_id, job.session_id, priority=priority)
+            self.emit("job.updated", job_id, job.session_id, job.workflow_id, priority=priority)
         return job
 
     def recover(self, max_attempts: int) -> list[Job]:
@@ -317,8 +387,16 @@ class Store:
 
     # --- events ---------------------------------------------------------------------------
     def events_since(self, seq: int, job_id: str | None = None, session_id: str | None = None,
-                     limit: int = 10_000) -> list[Event]:
+                     limit: int = 10_000, workflow_id: str | None = None,
+                     owner: str | None = None) -> list[Event]:
+        """Events after `seq`; with `owner`, only theirs (never worker or plugin events)."""
         where, args = ["seq > ?"], [seq]
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
+        if workflow_id:
+            where.append("workflow_id = ?")
+            args.append(workflow_id)
         if job_id:
             where.append("job_id = ?")
             args.append(job_id)
@@ -329,7 +407,7 @@ class Store:
             f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
             [*args, limit])
         return [Event(r["seq"], r["ts"], r["type"], r["job_id"], r["session_id"],
-                      json.loads(r["data"])) for r in rows]
+                      json.loads(r["data"]), r["workflow_id"], r["owner"]) for r in rows]
 
     def last_seq(self) -> int:
         return self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]

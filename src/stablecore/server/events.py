@@ -21,12 +21,16 @@ FINAL_TYPES = {"job.succeeded", "job.failed", "job.cancelled"}
 class Subscriber:
     job_id: str | None = None
     session_id: str | None = None
+    workflow_id: str | None = None
+    owner: str | None = None  # only this owner's events; None: every event (admins)
     queue: asyncio.Queue[Event | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     behind: bool = False
 
     def wants(self, event: Event) -> bool:
         return ((self.job_id is None or event.job_id == self.job_id)
-                and (self.session_id is None or event.session_id == self.session_id))
+                and (self.session_id is None or event.session_id == self.session_id)
+                and (self.workflow_id is None or event.workflow_id == self.workflow_id)
+                and (self.owner is None or event.owner == self.owner))
 
 
 class EventHub:
@@ -46,9 +50,11 @@ class EventHub:
                 sub.queue.put_nowait(None)  # wakes the reader to catch up from the store
 
     async def follow(self, store: Store, since: int | None, job_id: str | None = None,
-                     session_id: str | None = None) -> AsyncIterator[Event]:
-        """Every event after `since` (None: from now on), then live ones, in seq order."""
-        sub = Subscriber(job_id, session_id)
+                     session_id: str | None = None, workflow_id: str | None = None,
+                     owner: str | None = None) -> AsyncIterator[Event]:
+        """Every event after `since` (None: from now on), then live ones, in seq order;
+        with `owner`, only that owner's."""
+        sub = Subscriber(job_id, session_id, workflow_id, owner)
         self.subscribers.add(sub)
         last = store.last_seq() if since is None else since
         try:
@@ -56,7 +62,8 @@ class EventHub:
                 # 1. catch up from the store, page by page
                 while True:
                     sub.behind = False
-                    backlog = store.events_since(last, job_id, session_id, PAGE)
+                    backlog = store.events_since(last, job_id, session_id, PAGE, workflow_id,
+                                                 owner)
                     for event in backlog:
                         last = event.seq
                         yield event
