@@ -193,3 +193,12 @@ def test_the_cli_runs_a_graph_file_and_saves_it(client: Client, tmp_path: Path) 
                             "--url", client.url], capture_output=True, text=True, timeout=60)
     assert saved.returncode == 0 and "workflow.cli_frames" in saved.stdout, saved.stderr
     assert client.run("workflow.cli_frames", {"size": 3})["state"] == "succeeded"
+
+
+def test_a_nondeterministic_job_is_never_cached(client: Client) -> None:
+    wf = Workflow("clock")
+    wf.add("testing.clock", "now")
+    first, second = client.run_workflow(wf), client.run_workflow(wf)
+    assert not second["nodes"]["now"]["cached"]
+    assert first["nodes"]["now"]["outputs"]["json"]["value"] < \
+        second["nodes"]["now"]["outputs"]["json"]["value"]

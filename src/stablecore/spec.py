@@ -51,6 +51,7 @@ class JobSpec:
     batch_max: int | None = None
     model_param: str | None = None
     timeout: float | None = None
+    deterministic: bool = True  # equal params and inputs give equal outputs: cacheable
     plugin: str = ""
     version: str = ""
     takes_ctx: bool = False
@@ -76,7 +77,7 @@ class JobSpec:
             "resources": {"gpu": self.gpu, "memory_mb": self.memory_mb},
             "batch": list(self.batch) if self.batch is not None else None,
             "batch_max": self.batch_max, "model_param": self.model_param,
-            "timeout": self.timeout,
+            "timeout": self.timeout, "deterministic": self.deterministic,
         }
 
 
@@ -91,15 +92,18 @@ def job(
     fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str = "",
     gpu: bool = False, memory_mb: float = 0, batch: tuple[str, ...] | None = None,
     batch_max: int | None = None, model_param: str | None = None, timeout: float | None = None,
+    deterministic: bool = True,
 ) -> Any:
     """Declare a job. `batch` names the params whose equal values let queued jobs run together:
     the function is then called with a list per parameter and must return a list.
-    `model_param` names the param that selects a model, for routing to a warm worker."""
+    `model_param` names the param that selects a model, for routing to a warm worker.
+    `deterministic=False` (a job that reads the clock or the network) is never answered from
+    a workflow's cache."""
 
     def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
         spec = JobSpec(f, name or f.__name__, description or inspect.getdoc(f) or "", gpu,
                        memory_mb, tuple(batch) if batch is not None else None, batch_max,
-                       model_param, timeout)
+                       model_param, timeout, deterministic)
         setattr(f, SPEC_ATTR, spec)
         return f
 

@@ -214,3 +214,8 @@ def tint(image: Image, amount: int = Field(0, ge=-255, le=255)) -> Image:
 @job(description="A numbers series 0, step, 2*step, ... in a column named `v`.")
 def ramp(n: int = Field(3, ge=1, le=1000), step: float = 10.0) -> Numbers:
     return Numbers(np.arange(n) * step, columns=["v"])
+
+
+@job(description="The time now: never answered from a workflow's cache.", deterministic=False)
+def clock() -> float:
+    return time.time()
