@@ -112,7 +112,7 @@ def ready_seconds(data: Path, env: dict[str, str]) -> float:
     server = ServerProcess(data, workers="cpu")
     server.env.update(env)
     start = time.perf_counter()
-    data.parent.mkdir(parents=True)
+    data.parent.mkdir(parents=True, exist_ok=True)
     server.proc = subprocess.Popen([server.python, "-m", "stablecore", "serve"],
                                    env=server.env, cwd=data.parent)
     try:
@@ -137,6 +137,8 @@ def main() -> None:
         site = install_private(ROOT / "tests" / "plugins", Path(tmp) / "site")
         env = {"PYTHONPATH": str(site)}
         ready = [ready_seconds(Path(tmp) / f"ready{i}" / "data", env) for i in range(3)]
+        # a restart finds the last run's catalog in the data folder
+        restart = [ready_seconds(Path(tmp) / "ready0" / "data", env) for _ in range(3)]
         server = ServerProcess(Path(tmp) / "data", workers="cpu,cpu")
         server.env.update(env)
         with server:
@@ -151,8 +153,8 @@ def main() -> None:
           f"p99 {p99:6.2f} ms   ({args.jobs} jobs, one at a time)  target p50 <= 4, p99 <= 8")
     print(f"submit rate (one client, serial) : {rates['submit_per_s']:7.0f} jobs/s")
     print(f"submit rate ({args.drain} in one request) : {listed:7.0f} jobs/s   target >= 2000")
-    print(f"server ready (catalog loaded)    : {statistics.median(ready):7.2f} s"
-          "   target <= 1.0 s (median of 3 starts)")
+    print(f"server ready (catalog loaded)    : {statistics.median(ready):7.2f} s first start, "
+          f"{statistics.median(restart):.2f} s restart   target <= 1.0 s (medians of 3)")
     print(f"drain, 2 workers, {args.drain} queued   : {rates['drain_per_s']:7.0f} jobs/s"
           "   target >= 500")
     print(f"server process RSS after the run : {rss:7.1f} MB   target <= 150 MB")
