@@ -159,3 +159,18 @@ def test_test_plugins_stay_out_of_the_served_environment() -> None:
          "print(sorted(p.name for p in e(group='stablecore.plugins')))"],
         capture_output=True, text=True, env=env, check=True).stdout
     assert "testing" not in out and "broken" not in out and "palette" in out
+
+
+def test_an_input_too_large_to_decode_fails_before_decoding(client: Client,
+                                                            tmp_path: Path) -> None:
+    import PIL.Image
+
+    big = tmp_path / "big.png"
+    PIL.Image.new("L", (9000, 9000)).save(big, compress_level=1)  # 81 MP, a few KB of PNG
+    art = client.upload(big)
+    done = client.run("testing.invert", inputs={"image": art["id"]})
+    assert done["state"] == "failed"
+    assert "9000x9000 = 81 megapixels is over the limit of 64 (setting max_input_mpx)" in \
+        done["error"]
+    (worker,) = client.workers()
+    assert worker["rss_mb"] < 1000  # nothing of it was decoded

@@ -40,3 +40,33 @@ def test_worker_states_move_only_along_the_table() -> None:
                   WorkerState.STOPPING, WorkerState.DOWN):
         link.move(state)
     assert link.state == WorkerState.DOWN
+
+
+def test_a_worker_that_settled_starts_a_new_backoff() -> None:
+    from stablecore.config import Settings
+    from stablecore.engine.pool import SETTLED_S, Pool
+
+    delays: list[float] = []
+    pool = Pool(Settings(), dict, lambda *a: None, lambda *a: None, lambda coro: coro.close())
+    link = LocalLink("w0", "cpu")
+    for _ in range(5):  # dies at start-up again and again: the backoff grows
+        delays.append(pool.restart_later(link))
+    assert delays == [0.25, 0.5, 1.0, 2.0, 4.0]
+    link.state = WorkerState.STARTING
+    link.move(WorkerState.IDLE)
+    pool.workers["w0"] = link
+    pool.check_settled(link.idle_since + SETTLED_S / 2)
+    assert pool.restart_later(link) == 8.0  # not idle long enough yet
+    link.move(WorkerState.BUSY)
+    link.move(WorkerState.IDLE)
+    pool.check_settled(link.idle_since + SETTLED_S + 1)
+    assert pool.restart_later(link) == 0.25  # up and idle a while: a fresh start
+
+
+def test_a_cache_never_holds_more_than_its_budget() -> None:
+    from stablecore.context import ModelCache
+
+    cache = ModelCache(budget_mb=10)
+    assert cache.get("small", lambda: "s", size_mb=4) == "s"
+    assert cache.get("huge", lambda: "h", size_mb=50) == "h"  # the caller still gets it
+    assert cache.used_mb <= 10 and "huge" not in cache.entries
