@@ -105,5 +105,12 @@ class ProtocolError(StableCoreError):
     """A worker speaks another protocol version, or sent a message that does not parse."""
 
 
+class NodeError(StableCoreError):
+    """A remote node cannot be used: unreachable, an unverified host key, a refused login, or
+    a machine that lacks what workers need; the message says which and what to do."""
+
+    status = 422
+
+
 class JobCancelled(Exception):
     """Raised inside a running job by `Context.progress` once the job has been cancelled."""

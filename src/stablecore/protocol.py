@@ -4,7 +4,10 @@ One protocol for every link (a local pipe today, an SSH channel tomorrow). A wor
 message is `Hello` with `VERSION`; the engine refuses any other version with a clear error.
 Files travel as `FileRef`s named by sha256: a worker that lacks a blob asks for it (`Need`)
 and keeps what it received in a content-addressed cache, so a blob crosses a link once. On
-one machine the ref also carries the file's path, and nothing is copied.
+one machine the ref also carries the file's path, and nothing is copied. A worker started
+with `--send-outputs` (over a link that does not share our disk) sends each file it writes
+as `Part`s before the message that names it; the link puts the bytes in a local file and
+rewrites the `OutputFile.path` before the engine sees it.
 
 Bump VERSION whenever a message changes shape.
 """
@@ -18,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from stablecore.errors import ProtocolError
 
-VERSION = 2
+VERSION = 3
+PART_BYTES = 4 * 2**20  # raw bytes per Part: a line stays small whatever the file
 
 
 class Message(BaseModel):
@@ -153,13 +157,33 @@ class Need(Message):
     sha256: str
 
 
+class Part(Message):
+    """A piece of a file the worker wrote, named by its path on the worker; parts arrive in
+    order, before the `Done` or `Progress` that names the file."""
+
+    t: Literal["part"] = "part"
+    path: str
+    sha256: str
+    size: int  # the whole file's
+    offset: int
+    data: str = ""  # base64
+
+    @classmethod
+    def of(cls, out: OutputFile, size: int, offset: int, raw: bytes) -> Part:
+        return cls(path=out.path, sha256=out.sha256, size=size, offset=offset,
+                   data=base64.b64encode(raw).decode("ascii"))
+
+    def raw(self) -> bytes:
+        return base64.b64decode(self.data)
+
+
 class Heartbeat(Message):
     t: Literal["heartbeat"] = "heartbeat"
 
 
 ToWorker = Annotated[Run | Cancel | Blob, Field(discriminator="t")]
 FromWorker = Annotated[Hello | Idle | Progress | Log | Done | Failed | Cancelled | Need
-                       | Heartbeat, Field(discriminator="t")]
+                       | Part | Heartbeat, Field(discriminator="t")]
 Outcome = Done | Failed | Cancelled
 _to_worker: TypeAdapter[ToWorker] = TypeAdapter(ToWorker)
 _from_worker: TypeAdapter[FromWorker] = TypeAdapter(FromWorker)

@@ -50,6 +50,7 @@ from stablecore.protocol import (
     Need,
     Order,
     OutputFile,
+    Part,
     Progress,
     Run,
 )
@@ -189,10 +190,13 @@ class InputError(Exception):
 class Worker:
     def __init__(self, name: str, device: str, tmpdir: Path, cache_mb: float,
                  channel: Channel, inbox: Inbox, joblog: JobLog, only: set[str] | None = None,
-                 max_pixels: int = 0) -> None:
+                 max_pixels: int = 0, blobs: Path | None = None,
+                 send_outputs: bool = False) -> None:
         self.name, self.device, self.tmpdir = name, device, tmpdir
         self.channel, self.inbox, self.joblog = channel, inbox, joblog
-        self.blobs = tmpdir / "blobs"  # content-addressed: inputs fetched over the link
+        # content-addressed: inputs fetched over the link (shared by a node's workers)
+        self.blobs = blobs or tmpdir / "blobs"
+        self.send_outputs = send_outputs  # the engine does not share our disk: send files
         self.cache = ModelCache(cache_mb)
         self.decoded = ModelCache(DECODED_MB)  # decoded input images, by sha256
         self.decoded_lock = threading.Lock()
@@ -377,7 +381,7 @@ class Worker:
         if blob.error:
             raise InputError(blob.error)
         self.blobs.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".part")
+        tmp = path.with_name(f"{ref.sha256}.{os.getpid()}.part")  # workers share the folder
         tmp.write_bytes(blob.raw())
         if sha256_file(tmp) != ref.sha256:
             tmp.unlink()
@@ -408,9 +412,12 @@ class Worker:
         small.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))
         path = self.tmpdir / f"{job_id}_preview_{step}.jpg"
         small.save(path, quality=80)
-        return OutputFile(path=str(path), kind="preview", mime="image/jpeg", ext="jpg",
-                          sha256=sha256_file(path), size=path.stat().st_size,
-                          meta={"width": small.width, "height": small.height})
+        facts = OutputFile(path=str(path), kind="preview", mime="image/jpeg", ext="jpg",
+                           sha256=sha256_file(path), size=path.stat().st_size,
+                           meta={"width": small.width, "height": small.height})
+        if self.send_outputs:
+            self._ship(facts, keep=False)
+        return facts
 
     def _write_outputs(self, spec: JobSpec, job_id: str, params: dict[str, Any],
                        result: Any) -> dict[str, OutputFile | list[OutputFile]]:
@@ -440,7 +447,28 @@ class Worker:
 
     def _write(self, kind: str, value: Any, dest: Path, spec: JobSpec,
                params: dict[str, Any]) -> OutputFile:
-        return OutputFile(**write_output(kind, value, dest, spec.full_name, params))
+        facts = OutputFile(**write_output(kind, value, dest, spec.full_name, params))
+        if self.send_outputs:
+            self._ship(facts, keep=True)
+        return facts
+
+    def _ship(self, facts: OutputFile, keep: bool) -> None:
+        """Send a file we wrote as `Part`s (they precede the message naming it). A kept one
+        moves into our blob cache: a following job that takes it as input has it here."""
+        path = Path(facts.path)
+        size, offset = path.stat().st_size, 0
+        with path.open("rb") as f:
+            while True:
+                raw = f.read(min(protocol.PART_BYTES, size - offset))
+                self.channel.send(Part.of(facts, size, offset, raw))
+                offset += len(raw)
+                if offset >= size or not raw:
+                    break
+        if keep and not (self.blobs / facts.sha256).is_file():
+            self.blobs.mkdir(parents=True, exist_ok=True)
+            os.replace(path, self.blobs / facts.sha256)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def describe_error(e: BaseException) -> str:
@@ -472,6 +500,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--memory-limit-mb", type=float, default=0)
     ap.add_argument("--max-input-mpx", type=float, default=0)
     ap.add_argument("--plugins", default="", help="comma list: load only these plugins")
+    ap.add_argument("--blobs", type=Path, default=None,
+                    help="cache of fetched inputs, by sha256 (default TMP/blobs)")
+    ap.add_argument("--send-outputs", action="store_true",
+                    help="send output and preview files over the protocol (a remote link)")
     args = ap.parse_args(argv)
 
     # 1. The protocol keeps the real stdout; fds 1 and 2 become pipes read into job logs.
@@ -494,7 +526,7 @@ def main(argv: list[str] | None = None) -> None:
     inbox = Inbox(sys.stdin.buffer)
     only = {p for p in args.plugins.split(",") if p}
     worker = Worker(args.name, args.device, args.tmp, args.cache_mb, channel, inbox, joblog,
-                    only, int(args.max_input_mpx * 1e6))
+                    only, int(args.max_input_mpx * 1e6), args.blobs, args.send_outputs)
     inbox.start()
     threading.stack_size(0)  # plugins' threads get the default
     worker.hello()

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from stablecore.cli.common import TokenOpt, UrlOpt, call, client, console, err, fail
 from stablecore.cli.models import models_app
+from stablecore.cli.nodes import nodes_app
 from stablecore.cli.plugin import plugin_app
 from stablecore.cli.token import token_app
 from stablecore.cli.workflow import workflow_app
@@ -30,6 +31,7 @@ jobs_app = typer.Typer(help="List, show and cancel jobs.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(plugin_app, name="plugin")
 app.add_typer(models_app, name="models")
+app.add_typer(nodes_app, name="nodes")
 app.add_typer(token_app, name="token")
 app.add_typer(workflow_app, name="workflow")
 

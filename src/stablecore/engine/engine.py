@@ -415,6 +415,7 @@ class Engine:
             self.store.emit("worker.down", worker=worker.name, cause=cause, expected=expected)
         if not (self._stopping or expected):
             self.pool.restart_later(worker)
+        if not self._stopping:
             self.dispatch()  # re-queued jobs go to the workers that are idle
 
     # --- timers -----------------------------------------------------------------------------

@@ -59,6 +59,7 @@ class WorkerLink(ABC):
     last_seen: float = 0.0
     blob_bytes_sent: int = 0
     shares_files: bool = True  # inputs go by path; else the worker fetches their bytes
+    lost: bool = False  # the link broke, not the worker: its jobs go back to the queue
 
     def move(self, new: WorkerState) -> None:
         if new not in ALLOWED_MOVES[self.state]:

@@ -2,13 +2,16 @@
 
 The engine decides what a worker's death means for its jobs; the pool only brings workers
 back, with a backoff that grows while a worker keeps dying before it settles (0.25 s, 0.5 s,
-... 30 s) and resets once it has been up and idle for `SETTLED_S`.
+... 30 s) and resets once it has been up and idle for `SETTLED_S`. Local workers are made
+here; remote ones (a node's, `nodes.py`) are added and removed as links; a link that cannot
+start (its node is unreachable) is tried again with the same backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -17,6 +20,7 @@ import psutil
 from stablecore.config import Settings
 from stablecore.engine.link import OnExit, OnMessage, WorkerLink, WorkerState
 from stablecore.engine.local import LocalLink, detect_devices
+from stablecore.errors import StableCoreError
 
 SETTLED_S = 5.0
 MAX_BACKOFF_S = 30.0
@@ -80,6 +84,32 @@ class Pool:
             if worker.reload_pending and worker.state == WorkerState.IDLE and not worker.jobs:
                 self.spawn(self.recycle(worker))
 
+    async def add(self, links: list[WorkerLink]) -> None:
+        """Remote workers join: each starts now, or later with backoff while it cannot."""
+        for link in links:
+            self.workers[link.name] = link
+            await self._start(link)
+
+    async def remove(self, names: list[str], forget: Callable[[str], None]) -> None:
+        """Stop these workers (their jobs are settled by the engine's `on_exit`) and drop them."""
+        for name in names:
+            worker = self.workers.pop(name, None)
+            if worker is not None:
+                worker.reload_pending = False
+                await worker.stop()
+                forget(name)
+
+    async def _start(self, worker: WorkerLink) -> None:
+        try:
+            await worker.start(self.on_message, self.on_exit)
+        except (StableCoreError, OSError) as e:
+            print(f"worker {worker.name} did not start: {getattr(e, 'message', e)}",
+                  file=sys.stderr)
+            self.restart_later(worker)
+        except Exception:
+            traceback.print_exc()
+            self.restart_later(worker)
+
     async def stop(self) -> None:
         self.stopping = True
         await asyncio.gather(*(w.stop() for w in self.workers.values()))
@@ -92,7 +122,8 @@ class Pool:
         return psutil.virtual_memory().total / 2**20 / 2 / max(1, len(self.workers))
 
     def wants_recycle(self, worker: WorkerLink) -> bool:
-        s, stats, limit = self.settings, worker.stats, self.max_rss_mb()
+        s, stats = self.settings, worker.stats
+        limit = self.max_rss_mb() if isinstance(worker, LocalLink) else 0  # this machine's
         return bool(worker.reload_pending
                     or (s.worker_max_jobs and stats.get("jobs_done", 0) >= s.worker_max_jobs)
                     or (limit and stats.get("rss_mb", 0) > limit))
@@ -101,8 +132,8 @@ class Pool:
         worker.reload_pending = False
         await worker.stop()
         worker.restarts += 1
-        if not self.stopping:
-            await worker.start(self.on_message, self.on_exit)
+        if not self.stopping and self.workers.get(worker.name) is worker:
+            await self._start(worker)
 
     def restart_later(self, worker: WorkerLink) -> float:
         """Restart a worker that died, after a backoff; returns the delay."""
@@ -114,8 +145,9 @@ class Pool:
 
     async def _restart(self, worker: WorkerLink, delay: float) -> None:
         await asyncio.sleep(delay)
-        if not self.stopping:
-            await worker.start(self.on_message, self.on_exit)
+        if not self.stopping and self.workers.get(worker.name) is worker \
+                and worker.state == WorkerState.DOWN:
+            await self._start(worker)
 
     def check_settled(self, now: float) -> None:
         """A worker idle for SETTLED_S has started fine: its next death starts a new backoff."""

@@ -33,6 +33,7 @@ from stablecore.server.auth import (
 )
 from stablecore.server.events import EventHub
 from stablecore.server.model_routes import router as model_router
+from stablecore.server.node_routes import router as node_router
 from stablecore.server.plugin_routes import router as plugin_router
 from stablecore.server.routes import router
 from stablecore.server.workflow_routes import router as workflow_router
@@ -138,6 +139,7 @@ def create_app(settings: Settings, web_dist: Path = WEB_DIST) -> FastAPI:
     app.include_router(plugin_router, responses=ERROR_RESPONSES)
     app.include_router(router, responses=ERROR_RESPONSES)
     app.include_router(model_router, responses=ERROR_RESPONSES)
+    app.include_router(node_router, responses=ERROR_RESPONSES)
     app.include_router(user_router, responses={**ERROR_RESPONSES, 429: {
         "model": ErrorBody, "description": "Too many failed sign-ins (Retry-After)"}})
     app.include_router(workflow_router, responses=ERROR_RESPONSES)
