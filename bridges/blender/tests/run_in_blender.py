@@ -1,0 +1,141 @@
+"""Drive the add-on inside Blender (the `bpy` module, headless) against a running server and
+print what came of it as JSON on the last line; tests/test_blender.py checks that JSON.
+
+    python run_in_blender.py URL WORKDIR     # a Python with bpy (5.0.x on Python 3.11)
+
+Headless Blender has no event loop, so nothing calls `bpy.app.timers`: after checking that
+the add-on registered its timer, this script calls the same function in a loop, as Blender's
+loop would.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import bpy  # first: it puts Blender's own modules (addon_utils) on the path
+
+# isort: split
+import addon_utils
+
+URL, WORK = sys.argv[1], Path(sys.argv[2])
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+results: dict = {}
+
+
+def pump(until, timeout: float = 60.0) -> None:
+    """Run the add-on's timer function until `until()` holds, as Blender's loop would."""
+    from stablecore_blender import ui
+
+    assert bpy.app.timers.is_registered(ui.poll), "the add-on did not register its timer"
+    deadline = time.monotonic() + timeout
+    while not until():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout} s; status: {status()}")
+        if ui.poll() is None and not until():
+            raise RuntimeError(f"the timer stopped early; status: {status()}")
+        time.sleep(0.02)
+
+
+def status() -> str:
+    return bpy.context.window_manager.stablecore_status
+
+
+def pixels(image) -> list:
+    """Rows top to bottom of [r, g, b, a] in 0..255, as a viewer shows the image."""
+    import numpy as np
+
+    w, h = image.size
+    values = np.empty(w * h * 4, np.float32)
+    image.pixels.foreach_get(values)
+    return np.round(values.reshape(h, w, 4)[::-1] * 255).astype(int).tolist()
+
+
+def run(job: str) -> None:
+    from stablecore_blender import ui
+
+    bpy.context.scene.stablecore.job = job
+    assert bpy.ops.stablecore.run() == {"FINISHED"}, status()
+    pump(lambda: ui.state.task.finished and ui.state.updates.empty())
+
+
+def main() -> None:
+    from stablecore_blender import form, ui
+
+    # 1. Enable the add-on the way Blender does, point it at the server, fetch the catalog.
+    addon_utils.enable("stablecore_blender", default_set=True)
+    prefs = bpy.context.preferences.addons["stablecore_blender"].preferences
+    prefs.url = URL
+    scene = bpy.context.scene
+    assert bpy.ops.stablecore.refresh() == {"FINISHED"}
+    pump(lambda: not ui.state.fetching)
+    results["jobs"] = len(bpy.context.window_manager.stablecore_jobs)
+    results["catalog_status"] = status()
+
+    # 2. A generated image through testing.invert: the output is an Image datablock.
+    source = bpy.data.images.new("generated", 6, 4)
+    source.pixels.foreach_set([0.2, 0.4, 0.6, 1.0] * 12 + [1.0, 0.0, 0.0, 1.0] * 12)  # bottom, top
+    settings = form.form_of(scene, "testing.invert")
+    settings.in_image_source, settings.in_image_image = "IMAGE", source
+    scene.stablecore.to_material = True
+    bpy.context.view_layer.objects.active = bpy.data.objects["Cube"]
+    run("testing.invert")
+    out = bpy.data.images["testing.invert image"]
+    results["invert"] = {"size": list(out.size), "pixels": pixels(out), "packed": bool(
+        out.packed_file), "status": status()}
+    node = bpy.data.objects["Cube"].active_material.node_tree.nodes.get("stable-core")
+    results["texture"] = node.image.name if node else None
+
+    # 3. Params from the form: an int with a range, a string; a text output.
+    echo = form.form_of(scene, "testing.echo")
+    echo.p_text, echo.p_n = "ab", 3
+    run("testing.echo")
+    results["echo"] = bpy.data.texts["testing.echo text"].as_string()
+    crash = form.form_of(scene, "testing.crash")
+    results["enum_items"] = [i.identifier for i in
+                             crash.bl_rna.properties["p_how"].enum_items]
+
+    # 4. The active camera's view as the input (a real Cycles render, 16x8).
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples = 1
+    scene.render.resolution_x, scene.render.resolution_y = 16, 8
+    scene.render.resolution_percentage = 100
+    settings.in_image_source = "CAMERA"
+    scene.stablecore.to_material = False
+    run("testing.invert")
+    results["camera"] = list(bpy.data.images["testing.invert image"].size)
+
+    # 5. Render animation through the job: 3 frames -> an image sequence.
+    scene.frame_start, scene.frame_end = 1, 3
+    scene.stablecore.frames_dir = str(WORK / "frames") + "/"
+    assert bpy.ops.stablecore.render_animation() == {"FINISHED"}
+    pump(lambda: ui.state.animation is None, timeout=120)
+    sequence = bpy.data.images.get("testing.invert frames")
+    results["animation"] = {"status": status(),
+                            "source": sequence.source if sequence else None,
+                            "files": sorted(p.name for p in (WORK / "frames").iterdir()),
+                            "first": bpy.path.abspath(sequence.filepath) if sequence else None}
+
+    # 6. Cancel a running job from the panel's Cancel button.
+    form.form_of(scene, "testing.sleep").p_seconds = 30.0
+    scene.stablecore.job = "testing.sleep"
+    bpy.ops.stablecore.run()
+    pump(lambda: "running" in status() or "/" in status())
+    bpy.ops.stablecore.cancel()
+    pump(lambda: ui.state.task.finished and ui.state.updates.empty())
+    results["cancel"] = status()
+
+    # 7. A bad param: the server's message in the panel, and Blender carries on.
+    transform = form.form_of(scene, "transform2d.transform")
+    transform.in_image_source, transform.in_image_image = "IMAGE", source
+    transform.p_fill = "red"
+    run("transform2d.transform")
+    results["bad_param"] = status()
+
+    addon_utils.disable("stablecore_blender")
+    results["unregistered"] = not hasattr(bpy.types.Scene, "stablecore")
+
+
+if __name__ == "__main__":
+    main()
+    print(json.dumps(results))
