@@ -58,8 +58,11 @@ class ServerProcess:
                 raise RuntimeError(f"server exited with {self.proc.returncode}")
             with contextlib.suppress(httpx.HTTPError):
                 headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-                workers = httpx.get(self.url + "/api/workers", headers=headers, timeout=1).json()
-                if workers and all(w["state"] == "idle" for w in workers):
+                r = httpx.get(self.url + "/api/workers", headers=headers, timeout=1)
+                if r.status_code == 401:  # it has users: its health says when it is ready
+                    if httpx.get(self.url + "/api/health", timeout=1).json()["ready"]:
+                        return self
+                elif r.json() and all(w["state"] == "idle" for w in r.json()):
                     return self
             time.sleep(0.1)
         raise TimeoutError(f"server at {self.url}: workers not idle after {timeout} s")

@@ -138,10 +138,11 @@ async def list_tokens(request: Request) -> list[dict[str, Any]]:
 
 
 @router.post("/tokens", status_code=201)
-async def create_token(request: Request, body: TokenRequest) -> dict[str, Any]:
+async def create_token(request: Request, body: TokenRequest | None = None) -> dict[str, Any]:
     """A new API token for the caller (signed in, or HTTP Basic name:password). The secret is
     in this answer only; the server keeps a hash."""
     _, user = user_of(request)
+    body = body or TokenRequest()
     ttl = parse_duration(body.expires) if body.expires else None
     secret, token = users_of(request).issue(user, TokenKind.API, body.name, ttl)
     audit(request, "token.create", user.name, token=token.id, name=token.name)
