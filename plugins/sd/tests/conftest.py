@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from sc_sd.cli import app
+from sc_sd.tiny import make_lora, make_pipeline, make_xl_pipeline
 from typer.testing import CliRunner
 
 from stablecore.client import Client
@@ -26,7 +27,17 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
         result = CliRunner().invoke(app, ["make-tiny", str(folder), *args])
         assert result.exit_code == 0, result.output
     (folder / "broken.safetensors").write_bytes(b"\x00\x01 this is not a checkpoint" * 10)
+    extras(folder)
     return folder
+
+
+def extras(folder: Path) -> None:
+    """LoRAs, embeddings and ControlNets for the tiny models, in the models folder's
+    loras/, embeddings/ and controlnet/."""
+    sd, xl = make_pipeline(0), make_xl_pipeline(0)  # the weights of tiny-sd and tiny-sdxl
+    make_lora(sd, folder / "loras", "grain", seed=1)  # grain and grain-kohya
+    make_lora(xl, folder / "loras" / "xl", "grain", seed=2)
+    (folder / "loras" / "broken.safetensors").write_bytes(b"not a lora at all")
 
 
 @pytest.fixture(scope="session")

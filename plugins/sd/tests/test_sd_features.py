@@ -51,3 +51,37 @@ def test_prompt_weights_and_long_prompts(client: Client, tmp_path: Path) -> None
                               image(client, {"prompt": long + " blue"}, tmp_path))
     job = run_ok(client, "sd.txt2img", {"prompt": "a (red:1.4) fox", "seed": 4})
     assert info(client, job, tmp_path).splitlines()[0] == "a (red:1.4) fox"
+
+
+def test_loras_switch_without_a_reload(client: Client, tmp_path: Path) -> None:
+    spec = client.specs()
+    txt = next(s for s in spec if s["name"] == "sd.txt2img")
+    assert "loras" in txt["batch"]
+    assert set(txt["params"]["$defs"]["LoraWeight"]["properties"]["name"]["enum"]) == {
+        "broken", "grain", "grain-kohya", "xl/grain", "xl/grain-kohya"}
+    base = image(client, {"prompt": "fox"}, tmp_path)
+    before = loads(client)
+    grain = image(client, {"prompt": "fox", "loras": [{"name": "grain", "weight": 1}]}, tmp_path)
+    assert not np.array_equal(grain, base)
+    zero = image(client, {"prompt": "fox", "loras": [{"name": "grain", "weight": 0}]}, tmp_path)
+    assert np.array_equal(zero, base)
+    kohya = image(client, {"prompt": "fox", "loras": [{"name": "grain-kohya"}]}, tmp_path)
+    assert np.array_equal(kohya, grain)  # the same weights in the A1111/kohya layout
+    tagged = image(client, {"prompt": "fox<lora:grain:1>"}, tmp_path)
+    assert np.array_equal(tagged, grain)
+    half = image(client, {"prompt": "fox<lora:grain:0.5>"}, tmp_path)
+    assert not np.array_equal(half, grain) and not np.array_equal(half, base)
+    assert np.array_equal(image(client, {"prompt": "fox"}, tmp_path), base)  # bit for bit
+    assert loads(client) == before  # no model was loaded again
+    xl = {"model": "tiny-sdxl", "prompt": "fox"}
+    assert not np.array_equal(image(client, {**xl, "loras": [{"name": "xl/grain-kohya"}]},
+                                    tmp_path), image(client, xl, tmp_path))
+
+
+def test_bad_lora_fails_clearly(client: Client) -> None:
+    job = client.run("sd.txt2img", {**SMALL, "loras": [{"name": "broken"}]})
+    assert job["state"] == "failed"
+    assert "cannot load LoRA file" in job["error"] and "broken.safetensors" in job["error"]
+    job = client.run("sd.txt2img", {**SMALL, "prompt": "x <lora:nothing-here:1>"})
+    assert job["state"] == "failed"
+    assert "no LoRA 'nothing-here'" in job["error"] and "grain-kohya" in job["error"]

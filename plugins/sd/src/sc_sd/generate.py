@@ -18,6 +18,7 @@ import torch
 
 from sc_sd.infotext import infotext
 from sc_sd.loader import load
+from sc_sd.loras import LoraSet, activate, wanted
 from sc_sd.options import Options
 from sc_sd.preview import latent_to_image
 from sc_sd.prompts import encode, take_loras
@@ -38,6 +39,8 @@ class Item:
     negative_prompt: str
     image: PIL.Image.Image | None
     mask: PIL.Image.Image | None
+    loras: LoraSet = ()
+    picture: PIL.Image.Image | None = None
 
 
 def run(ctx: Context, mode: str, params: dict[str, list[Any]],
@@ -45,6 +48,8 @@ def run(ctx: Context, mode: str, params: dict[str, list[Any]],
     """Make the images of every job in `params` (one list per parameter); one result per job."""
     options = Options.from_env(os.environ)
     jobs = [{k: v[i] for k, v in params.items()} for i in range(len(params["prompt"]))]
+    for job in jobs:  # LoraWeight models to plain dicts
+        job["loras"] = [x if isinstance(x, dict) else x.model_dump() for x in job["loras"]]
     first = jobs[0]  # batched jobs share model, size, steps, sampler, guidance and strength
     # 1. check what diffusers would reject less clearly
     check(mode, jobs)
@@ -60,16 +65,22 @@ def run(ctx: Context, mode: str, params: dict[str, list[Any]],
         seed = ctx.seed(job["seed"], index=j)  # the core records it in the job's params
         image = images[j].convert("RGB").resize(size, PIL.Image.LANCZOS) if images else None
         mask = masks[j].convert("L").resize(size, PIL.Image.LANCZOS) if masks else None
-        items += [Item(j, seed + k, job["prompt"], job["negative_prompt"], image, mask)
+        loras = wanted(job.get("loras"), job["prompt"], job["negative_prompt"])
+        items += [Item(j, seed + k, job["prompt"], job["negative_prompt"], image, mask, loras)
                   for k in range(job["num_images"])]
-    # 4. diffusers calls of at most max_batch images
-    chunks = [items[i:i + options.max_batch] for i in range(0, len(items), options.max_batch)]
-    pictures: list[PIL.Image.Image] = []
-    for n, chunk in enumerate(chunks):
-        callback = progress_callback(ctx, loaded.family, options.preview_every, n, len(chunks))
-        pictures += generate(pipe, mode, first, chunk, callback)
+    # 4. diffusers calls of at most max_batch images, each with one set of LoRAs
+    calls = []
+    for loras in dict.fromkeys(item.loras for item in items):
+        group = [item for item in items if item.loras == loras]
+        calls += [(loras, group[i:i + options.max_batch])
+                  for i in range(0, len(group), options.max_batch)]
+    for n, (loras, chunk) in enumerate(calls):
+        activate(loaded, loras, options)
+        callback = progress_callback(ctx, loaded.family, options.preview_every, n, len(calls))
+        for item, picture in zip(chunk, generate(pipe, mode, first, chunk, callback), strict=True):
+            item.picture = picture
     # 5. one result per job, each image carrying its own parameters text
-    return results(mode, jobs, items, pictures)
+    return results(mode, jobs, items)
 
 
 def check(mode: str, jobs: list[dict[str, Any]]) -> None:
@@ -118,15 +129,14 @@ def progress_callback(ctx: Context, family: str, every: int, chunk: int, chunks:
     return on_step_end
 
 
-def results(mode: str, jobs: list[dict[str, Any]], items: list[Item],
-            pictures: list[PIL.Image.Image]) -> list[Generated]:
+def results(mode: str, jobs: list[dict[str, Any]], items: list[Item]) -> list[Generated]:
     try:
         plugin_version = version("stablecore-sd")
     except PackageNotFoundError:
         plugin_version = ""
     out = []
     for j, job in enumerate(jobs):
-        mine = [(item, pic) for item, pic in zip(items, pictures, strict=True) if item.job == j]
+        mine = [(item, item.picture) for item in items if item.job == j]
         texts = []
         for item, pic in mine:
             text = infotext(prompt=item.prompt, negative_prompt=item.negative_prompt,
@@ -134,6 +144,7 @@ def results(mode: str, jobs: list[dict[str, Any]], items: list[Item],
                             guidance_scale=job["guidance_scale"], seed=item.seed,
                             width=job["width"], height=job["height"], model=job["model"],
                             strength=job["strength"] if mode != "txt2img" else None,
+                            loras=job.get("loras") or (),
                             version=plugin_version)
             pic.info["parameters"] = text  # for a core that writes a job's own PNG text
             texts.append(text)

@@ -11,15 +11,17 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from sc_sd.options import Options
 from sc_sd.results import Generated
 from sc_sd.samplers import SamplerName
-from sc_sd.sources import choices
+from sc_sd.sources import choices, extras
 from stablecore import Context, Image, Mask, job
 
-CHOICES = choices(Options.from_env(os.environ))
+OPTIONS = Options.from_env(os.environ)
+CHOICES = choices(OPTIONS)
+LORAS = extras(OPTIONS, "loras")
 
 Model = Annotated[Literal[tuple(CHOICES)], Field(
     description="a model in the models folder (STABLECORE_SD_MODELS_DIR) or one listed in "
@@ -39,8 +41,21 @@ Count = Annotated[int, Field(ge=1, le=8, description="images made from seed, see
 Strength = Annotated[float, Field(gt=0, le=1, description="how much to change the input: "
                                   "0 keeps it, 1 ignores it")]
 
+LoraName = Annotated[Literal[tuple(LORAS)] if LORAS else str, Field(
+    description="a LoRA file in the models folder's loras/ (name without .safetensors)")]
+
+
+class LoraWeight(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: LoraName
+    weight: float = Field(1.0, ge=-4, le=4, description="0 = off, 1 = as trained")
+
+
+Loras = Annotated[list[LoraWeight], Field(max_length=16, description=(
+    "LoRAs (and LyCORIS LoCon) to apply; `<lora:name:weight>` in the prompt adds more"))]
+
 # Queued jobs that agree on these run as one diffusers call (prompts and seeds may differ).
-BATCH = ("model", "width", "height", "steps", "scheduler", "guidance_scale")
+BATCH = ("model", "width", "height", "steps", "scheduler", "guidance_scale", "loras")
 
 
 def _run(ctx: Context, mode: str, params: dict[str, list[Any]], **inputs: Any) -> Any:
@@ -54,12 +69,12 @@ def _run(ctx: Context, mode: str, params: dict[str, list[Any]], **inputs: Any) -
 def txt2img(ctx: Context, prompt: Prompt = "", negative_prompt: Negative = "",
             model: Model = CHOICES[0], width: Size = 512, height: Size = 512, steps: Steps = 20,
             guidance_scale: Guidance = 7.0, scheduler: Sampler = "dpmpp_2m_karras",
-            seed: Seed = -1, num_images: Count = 1) -> Generated:
+            seed: Seed = -1, num_images: Count = 1, loras: Loras = ()) -> Generated:
     # batched: every parameter arrives as a list, one entry per job, and a list is returned
     return _run(ctx, "txt2img", dict(
         prompt=prompt, negative_prompt=negative_prompt, model=model, width=width, height=height,
         steps=steps, guidance_scale=guidance_scale, scheduler=scheduler, seed=seed,
-        num_images=num_images))
+        num_images=num_images, loras=loras))
 
 
 @job(description="Stable Diffusion: redraw an image guided by a prompt.",
@@ -68,11 +83,11 @@ def img2img(ctx: Context, image: Image, prompt: Prompt = "", negative_prompt: Ne
             strength: Strength = 0.75, model: Model = CHOICES[0], width: Size = 512,
             height: Size = 512, steps: Steps = 20, guidance_scale: Guidance = 7.0,
             scheduler: Sampler = "dpmpp_2m_karras", seed: Seed = -1,
-            num_images: Count = 1) -> Generated:
+            num_images: Count = 1, loras: Loras = ()) -> Generated:
     return _run(ctx, "img2img", dict(
         prompt=prompt, negative_prompt=negative_prompt, strength=strength, model=model,
         width=width, height=height, steps=steps, guidance_scale=guidance_scale,
-        scheduler=scheduler, seed=seed, num_images=num_images), images=image)
+        scheduler=scheduler, seed=seed, num_images=num_images, loras=loras), images=image)
 
 
 @job(description="Stable Diffusion: repaint the white part of a mask guided by a prompt.",
@@ -81,8 +96,9 @@ def inpaint(ctx: Context, image: Image, mask: Mask, prompt: Prompt = "",
             negative_prompt: Negative = "", strength: Strength = 1.0, model: Model = CHOICES[0],
             width: Size = 512, height: Size = 512, steps: Steps = 20,
             guidance_scale: Guidance = 7.0, scheduler: Sampler = "dpmpp_2m_karras",
-            seed: Seed = -1, num_images: Count = 1) -> Generated:
+            seed: Seed = -1, num_images: Count = 1, loras: Loras = ()) -> Generated:
     return _run(ctx, "inpaint", dict(
         prompt=prompt, negative_prompt=negative_prompt, strength=strength, model=model,
         width=width, height=height, steps=steps, guidance_scale=guidance_scale,
-        scheduler=scheduler, seed=seed, num_images=num_images), images=image, masks=mask)
+        scheduler=scheduler, seed=seed, num_images=num_images, loras=loras), images=image,
+        masks=mask)

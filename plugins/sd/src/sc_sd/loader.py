@@ -40,6 +40,9 @@ class Loaded:
     base: DiffusionPipeline
     pipes: dict[str, DiffusionPipeline] = field(default_factory=dict)
     schedulers: dict[str, Any] = field(default_factory=dict)
+    adapters: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    """LoRA (name, mtime, size) -> its PEFT adapter on `base`, least recently used first."""
+    adapter_count: int = 0
 
     @property
     def components(self) -> dict[str, Any]:

@@ -16,6 +16,10 @@ from sc_sd.options import Options
 DEFAULT_HUB_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt")
 CONFIG_SUFFIX = ".config"  # `x.safetensors` finds its diffusers config folder at `x.config/`
+EXTRAS = ("loras", "embeddings", "controlnet")  # subfolders of the models folder, not models
+EXTRA_NOUNS = {"loras": "LoRA", "embeddings": "embedding", "controlnet": "ControlNet"}
+EXTRA_SUFFIXES = {"loras": (".safetensors",), "embeddings": (".safetensors", ".pt", ".bin"),
+                  "controlnet": (".safetensors",)}
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
@@ -37,7 +41,8 @@ def scan(folder: Path | None) -> list[str]:
 
     def visit(d: Path) -> None:
         for entry in sorted(d.iterdir()):
-            if entry.name.startswith(".") or entry.name.endswith(CONFIG_SUFFIX):
+            if entry.name.startswith(".") or entry.name.endswith(CONFIG_SUFFIX) or (
+                    d == folder and entry.name in EXTRAS):
                 continue
             if entry.is_dir():
                 if (entry / "model_index.json").is_file():
@@ -86,3 +91,40 @@ def _local(path: Path) -> Source:
         raise ValueError(f"model file {path} is not a .safetensors or .ckpt file")
     config = path.with_suffix(CONFIG_SUFFIX)
     return Source("file", str(path), config if (config / "model_index.json").is_file() else None)
+
+
+def extras(options: Options, kind: str) -> list[str]:
+    """The files of the models folder's `kind` subfolder (loras, embeddings, controlnet) by
+    name: the path below it without the extension, as A1111's `<lora:name:1>` writes it.
+    A ControlNet may also be a diffusers folder (one with a config.json)."""
+    root = extras_folder(options, kind)
+    if root is None or not root.is_dir():
+        return []
+    names = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.is_file() and path.suffix.lower() in EXTRA_SUFFIXES[kind]:
+            if kind == "controlnet" and (path.parent / "config.json").is_file():
+                continue  # the weights of a diffusers folder, listed as the folder
+            names.append(rel.with_suffix("").as_posix())
+        elif kind == "controlnet" and path.is_dir() and (path / "config.json").is_file():
+            names.append(rel.as_posix())
+    return list(dict.fromkeys(names))
+
+
+def extras_folder(options: Options, kind: str) -> Path | None:
+    return options.models_dir / kind if options.models_dir is not None else None
+
+
+def find_extra(options: Options, kind: str, name: str) -> Path:
+    """The file (or ControlNet folder) of extra `name`; ValueError naming where it looked."""
+    root = extras_folder(options, kind)
+    if root is not None and ".." not in Path(name).parts:
+        for candidate in [root / name, *(root / f"{name}{s}" for s in EXTRA_SUFFIXES[kind])]:
+            if candidate.is_file() or (kind == "controlnet" and candidate.is_dir()):
+                return candidate
+    have = ", ".join(extras(options, kind)) or "none"
+    where = root or "the models folder (none is set)"
+    raise ValueError(f"no {EXTRA_NOUNS[kind]} {name!r} in {where} (there: {have})")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from copy import deepcopy
 from pathlib import Path
 
 import torch
@@ -129,3 +130,62 @@ def make_tiny(dest: Path, name: str = "tiny-sd", seed: int = 0,
         weights.unlink()
     save_file(to_ldm(pipe.unet, pipe.vae, pipe.text_encoder), single)
     return {"folder": folder, "single_file": single, "config": config}
+
+
+LORA_TARGETS = {"unet": ["to_q", "to_k", "to_v", "to_out.0"],
+                "text_encoder": ["q_proj", "k_proj", "v_proj", "out_proj"]}
+KOHYA_PREFIX = {"unet": "lora_unet_", "text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}
+
+
+def make_lora(pipe: StableDiffusionPipeline | StableDiffusionXLPipeline, folder: Path, name: str,
+              seed: int = 0, rank: int = 4) -> dict[str, Path]:
+    """A random LoRA for `pipe`'s UNet and text encoders, written twice with equal weights:
+    `<name>.safetensors` in the diffusers/PEFT layout and `<name>-kohya.safetensors` in the
+    A1111/kohya one (`lora_unet_..._to_q.lora_down.weight`, `.lora_up.weight`, `.alpha`).
+    `pipe` itself is left as it was."""
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        parts["text_encoder_2"] = pipe.text_encoder_2
+    layers: dict[str, dict[str, torch.Tensor]] = {}
+    for part, model in parts.items():
+        targets = LORA_TARGETS["unet" if part == "unet" else "text_encoder"]
+        copy = inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets,
+                                                  init_lora_weights=False),
+                                       deepcopy(model), adapter_name=name)
+        layers[part] = {k: v * 0.5 for k, v in get_peft_model_state_dict(
+            copy, adapter_name=name).items()}
+    # files in the wild name the text encoders' modules `text_model.encoder...`
+    layers = {part: {k if part == "unet" or k.startswith("text_model.") else "text_model." + k: v
+                     for k, v in sd.items()} for part, sd in layers.items()}
+    save_file({f"{part}.{k}": v.contiguous() for part, sd in layers.items()
+               for k, v in sd.items()}, folder / f"{name}.safetensors")
+    kohya: dict[str, torch.Tensor] = {}
+    for part, sd in layers.items():
+        prefix = "lora_te_" if part == "text_encoder" and len(parts) == 2 else KOHYA_PREFIX[part]
+        for key, value in sd.items():
+            module, kind = key.rsplit(".lora_", 1)  # e.g. "...attn1.to_q", "A.weight"
+            if part == "unet" and len(parts) == 3:
+                module = _sgm_name(module)
+            base = prefix + module.replace(".", "_")
+            kohya[f"{base}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = value
+            kohya[f"{base}.alpha"] = torch.tensor(float(rank))
+    save_file({k: v.contiguous() for k, v in kohya.items()}, folder / f"{name}-kohya.safetensors")
+    return {"diffusers": folder / f"{name}.safetensors",
+            "kohya": folder / f"{name}-kohya.safetensors"}
+
+
+def _sgm_name(module: str, per_block: int = 2) -> str:
+    """An SDXL UNet module's name in the original (SGM) layout, which kohya's SDXL LoRAs use:
+    `down_blocks.1.attentions.0.x` is `input_blocks.4.1.x` with two layers per block."""
+    kind, rest = module.split(".", 1)
+    if kind == "mid_block":
+        return "middle_block.1." + rest.split(".", 2)[2]
+    block, _, layer, tail = rest.split(".", 3)  # "<block>.attentions.<layer>.<tail>"
+    if kind == "down_blocks":
+        return f"input_blocks.{int(block) * (per_block + 1) + int(layer) + 1}.1.{tail}"
+    return f"output_blocks.{int(block) * (per_block + 1) + int(layer)}.1.{tail}"
