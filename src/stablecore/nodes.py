@@ -23,12 +23,13 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import asyncssh
 from pydantic import BaseModel, ConfigDict, Field
 
 from stablecore import bundle as bundles
+from stablecore import cloud as providers
 from stablecore import node_setup
 from stablecore.config import Settings
 from stablecore.engine.engine import Engine
@@ -42,6 +43,19 @@ MIN_PYTHON = (3, 11)
 MIN_DISK_GB = 2.0
 UP_WAIT_S = 300.0
 LOG_LINES = 1000
+IDLE_CHECK_S = 1.0
+
+
+class CloudInfo(BaseModel):
+    """A rented machine: which provider and instance, its price, when to stop it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["runpod", "vast"]
+    instance: str
+    price_per_hour: float = Field(ge=0)
+    idle_stop_min: float = Field(20, ge=0, description="0: never")
+    started: float = Field(description="when the rental began, seconds since the epoch")
 
 
 class NodeRequest(BaseModel):
@@ -65,6 +79,9 @@ class NodeRequest(BaseModel):
                             "caches and scratch files")
     system_site_packages: bool = Field(False, description="the venv also sees that Python's "
                                        "packages (e.g. torch of a GPU image)")
+    cloud: CloudInfo | None = Field(None, description="a rented machine (`stable-core "
+                                    "cloud ... up`): destroyed once idle")
+
 
 
 @dataclass
@@ -83,6 +100,7 @@ class NodeRecord:
     devices: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     created: float = 0.0
+    cloud: dict[str, Any] | None = None  # CloudInfo
 
 
 @dataclass(eq=False)
@@ -130,6 +148,7 @@ class Nodes:
             self.nodes[record.name] = node
             node.links = self._links(node)
             self.engine.spawn(self.engine.pool.add(node.links))
+        self.engine.spawn(self._watch_idle())
 
     def _node(self, record: NodeRecord) -> Node:
         node = Node(record, SshNode(record.name, Target.parse(record.url), self.known_hosts,
@@ -178,7 +197,8 @@ class Nodes:
             old.ssh.close()
         record = NodeRecord(name, target.url, key, fingerprint, req.gpus, req.cpu_workers,
                             req.plugins or [], req.python, req.remote_dir,
-                            req.system_site_packages, facts["dir"], devices, facts, time.time())
+                            req.system_site_packages, facts["dir"], devices, facts, time.time(),
+                            req.cloud.model_dump() if req.cloud else None)
         node = Node(record, ssh)
         ssh.log = lambda line: self._log(node, line)
         self.nodes[name] = node
@@ -361,6 +381,41 @@ class Nodes:
                                       self.engine.catalog.forget)
         node.links = []
 
+    # --- rented machines ----------------------------------------------------------------------
+    async def _watch_idle(self) -> None:
+        """Destroy a rented machine whose node had no job for its `idle_stop_min`."""
+        while True:
+            await asyncio.sleep(IDLE_CHECK_S)
+            for node in list(self.nodes.values()):
+                cloud = node.record.cloud
+                if not cloud or not cloud.get("idle_stop_min") or node.state != "up":
+                    continue
+                state = self.public(node)
+                if state["state"] == "up" and not state["jobs_running"] \
+                        and state["idle_s"] > cloud["idle_stop_min"] * 60:
+                    await self.stop_rental(node, f"no job for {cloud['idle_stop_min']:g} min")
+
+    async def stop_rental(self, node: Node, reason: str) -> None:
+        info = node.record.cloud
+        assert info is not None
+        node.state = "stopping"
+        self._log(node, f"destroying {info['provider']} instance {info['instance']}: {reason}")
+        try:
+            api = providers.provider(info["provider"])
+            await asyncio.to_thread(api.down, info["instance"])
+        except StableCoreError as e:
+            node.state = "up"
+            self._log(node, f"could not destroy it: {e.message}")
+            return
+        cost = self._cost(info)
+        self._emit("cloud.stopped", node, provider=info["provider"], instance=info["instance"],
+                   reason=reason, cost=cost)
+        await self.remove(node.record.name)
+
+    @staticmethod
+    def _cost(info: dict[str, Any]) -> float:
+        return round(info["price_per_hour"] * (time.time() - info["started"]) / 3600, 4)
+
     def public(self, node: Node) -> dict[str, Any]:
         r = node.record
         workers = [link.public() for link in node.links]
@@ -381,7 +436,8 @@ class Nodes:
                 "bytes_received": sum(w["bytes_received"] for w in workers),
                 "bytes_installed": node.bytes_installed,
                 "idle_s": (time.monotonic() - max(idle)) if idle and all(idle) else 0.0,
-                "created": r.created}
+                "created": r.created,
+                "cloud": {**r.cloud, "cost": self._cost(r.cloud)} if r.cloud else None}
 
     def logs(self, name: str) -> list[str]:
         node = self.get(name)

@@ -14,6 +14,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from stablecore.cli.cloud import cloud_app
 from stablecore.cli.common import TokenOpt, UrlOpt, call, client, console, err, fail
 from stablecore.cli.models import models_app
 from stablecore.cli.nodes import nodes_app
@@ -32,6 +33,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(plugin_app, name="plugin")
 app.add_typer(models_app, name="models")
 app.add_typer(nodes_app, name="nodes")
+app.add_typer(cloud_app, name="cloud")
 app.add_typer(token_app, name="token")
 app.add_typer(workflow_app, name="workflow")
 
