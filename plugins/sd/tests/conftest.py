@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from sc_sd.cli import app
-from sc_sd.tiny import make_lora, make_pipeline, make_xl_pipeline
+from sc_sd.tiny import make_embedding, make_lora, make_pipeline, make_xl_pipeline
 from typer.testing import CliRunner
 
 from stablecore.client import Client
@@ -38,6 +38,10 @@ def extras(folder: Path) -> None:
     make_lora(sd, folder / "loras", "grain", seed=1)  # grain and grain-kohya
     make_lora(xl, folder / "loras" / "xl", "grain", seed=2)
     (folder / "loras" / "broken.safetensors").write_bytes(b"not a lora at all")
+    # glow and shine: the same vectors under two names, in A1111's two file layouts
+    make_embedding(folder / "embeddings", "glow", seed=3, layout="pt")
+    make_embedding(folder / "embeddings", "shine", seed=3)
+    make_embedding(folder / "embeddings" / "xl", "xlglow", seed=4, xl=True)
 
 
 @pytest.fixture(scope="session")

@@ -85,3 +85,15 @@ def test_bad_lora_fails_clearly(client: Client) -> None:
     job = client.run("sd.txt2img", {**SMALL, "prompt": "x <lora:nothing-here:1>"})
     assert job["state"] == "failed"
     assert "no LoRA 'nothing-here'" in job["error"] and "grain-kohya" in job["error"]
+
+
+def test_embeddings_are_used_by_name(client: Client, tmp_path: Path) -> None:
+    plain = image(client, {"prompt": "fox"}, tmp_path)
+    glow = image(client, {"prompt": "fox glow"}, tmp_path)
+    assert not np.array_equal(glow, plain)
+    # shine holds glow's vectors: the words differ, the conditioning does not
+    assert np.array_equal(image(client, {"prompt": "fox shine"}, tmp_path), glow)
+    assert np.array_equal(image(client, {"prompt": "fox"}, tmp_path), plain)
+    xl = {"model": "tiny-sdxl"}
+    assert not np.array_equal(image(client, {**xl, "prompt": "fox xlglow"}, tmp_path),
+                              image(client, {**xl, "prompt": "fox"}, tmp_path))

@@ -16,6 +16,7 @@ from typing import Any
 import PIL.Image
 import torch
 
+from sc_sd import embeddings
 from sc_sd.infotext import infotext
 from sc_sd.loader import load
 from sc_sd.loras import LoraSet, activate, wanted
@@ -68,6 +69,8 @@ def run(ctx: Context, mode: str, params: dict[str, list[Any]],
         loras = wanted(job.get("loras"), job["prompt"], job["negative_prompt"])
         items += [Item(j, seed + k, job["prompt"], job["negative_prompt"], image, mask, loras)
                   for k in range(job["num_images"])]
+    embeddings.activate(loaded, [text for i in items for text in (i.prompt, i.negative_prompt)],
+                        options)
     # 4. diffusers calls of at most max_batch images, each with one set of LoRAs
     calls = []
     for loras in dict.fromkeys(item.loras for item in items):

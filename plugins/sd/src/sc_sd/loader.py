@@ -43,6 +43,8 @@ class Loaded:
     adapters: dict[tuple[str, int, int], str] = field(default_factory=dict)
     """LoRA (name, mtime, size) -> its PEFT adapter on `base`, least recently used first."""
     adapter_count: int = 0
+    embeddings: set[str] = field(default_factory=set)
+    """Textual-inversion tokens loaded into the tokenizer and text encoder."""
 
     @property
     def components(self) -> dict[str, Any]:

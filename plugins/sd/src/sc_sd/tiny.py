@@ -189,3 +189,21 @@ def _sgm_name(module: str, per_block: int = 2) -> str:
     if kind == "down_blocks":
         return f"input_blocks.{int(block) * (per_block + 1) + int(layer) + 1}.1.{tail}"
     return f"output_blocks.{int(block) * (per_block + 1) + int(layer)}.1.{tail}"
+
+
+def make_embedding(folder: Path, name: str, seed: int = 0, vectors: int = 2, xl: bool = False,
+                   layout: str = "safetensors") -> Path:
+    """A random textual-inversion embedding of `vectors` tokens for the tiny models: A1111's
+    `.pt` layout (`string_to_param`), a `.safetensors` with one tensor, or SDXL's two
+    (`clip_l`, `clip_g`)."""
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    vector = torch.randn(vectors, 32)
+    if layout == "pt":
+        path = folder / f"{name}.pt"
+        torch.save({"string_to_param": {"*": vector}, "name": name, "step": 100}, path)
+        return path
+    path = folder / f"{name}.safetensors"
+    save_file({"clip_l": vector, "clip_g": torch.randn(vectors, 32)} if xl
+              else {"emb_params": vector}, path)
+    return path
