@@ -117,6 +117,9 @@ def test_loopback_without_users_is_open_as_before(server: ServerProcess,
     # a stale token is ignored while the server is open, as it was before users existed
     r = httpx.get(server.url + "/api/jobs", headers={"Authorization": "Bearer nope"})
     assert r.status_code == 200
+    # the first admin is made on the server machine, not over HTTP
+    r = httpx.post(server.url + "/api/users", json={"name": "x", "password": "x-password"})
+    assert r.status_code == 403 and "stable-core users add" in r.json()["detail"]
 
 
 @pytest.mark.parametrize("method, path", [
@@ -328,6 +331,27 @@ def test_listings_show_a_user_their_own(accounts: dict[str, Account]) -> None:
     with accounts["root"].http() as h:
         everyone = h.get("/api/jobs", params={"limit": 1000}).text
         assert alice["job"] in everyone and bob["job"] in everyone
+
+
+def test_workflow_runs_belong_to_their_owner(accounts: dict[str, Account]) -> None:
+    graph = {"name": "mine", "nodes": {"say": {"spec": "testing.echo",
+                                               "params": {"text": "a workflow"}}}}
+    with accounts["alice"].client() as c:
+        run = c.run_workflow(graph)
+        assert run["state"] == "succeeded", run
+        again = c.run_workflow(graph)  # her own cache: reused
+        assert again["nodes"]["say"]["cached"]
+    with accounts["bob"].http() as h:
+        for method, path in (("GET", f"/api/workflows/{run['id']}"),
+                             ("GET", f"/api/workflows/{run['id']}/events"),
+                             ("POST", f"/api/workflows/{run['id']}/cancel")):
+            assert h.request(method, path).status_code == 404, path
+        assert run["id"] not in h.get("/api/workflows").text
+    with accounts["bob"].client() as c:  # the same graph: bob's own run, not her cache
+        mine = c.run_workflow(graph)
+        assert mine["state"] == "succeeded" and not mine["nodes"]["say"]["cached"]
+    with accounts["root"].http() as h:
+        assert h.get(f"/api/workflows/{run['id']}").status_code == 200
 
 
 async def first_events(url: str, count: int, timeout: float = 5.0,

@@ -31,18 +31,23 @@ class WorkflowStore:
             self.store.emit("workflow.running", None, run["session_id"], run["id"],
                             name=run["name"])
 
-    def get(self, workflow_id: str) -> dict[str, Any]:
+    def get(self, workflow_id: str, owner: str | None = None) -> dict[str, Any]:
+        """With `owner`, only a run of theirs: another's is not found."""
         row = self.store.db.execute("SELECT * FROM workflows WHERE id = ?",
                                     (workflow_id,)).fetchone()
-        if row is None:
+        if row is None or (owner is not None and row["owner"] != owner):
             raise NotFound(f"no workflow {workflow_id!r}", workflow_id=workflow_id)
         return {**dict(row), "graph": json.loads(row["graph"])}
 
-    def list(self, limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-        total = self.store.db.execute("SELECT COUNT(*) FROM workflows").fetchone()[0]
+    def list(self, limit: int = 50, offset: int = 0,
+             owner: str | None = None) -> tuple[list[dict[str, Any]], int]:
+        where, args = ("WHERE owner = ?", [owner]) if owner is not None else ("", [])
+        total = self.store.db.execute(f"SELECT COUNT(*) FROM workflows {where}",
+                                      args).fetchone()[0]
         rows = self.store.db.execute(
             "SELECT id, name, state, session_id, owner, job_id, created, finished, error"
-            " FROM workflows ORDER BY created DESC LIMIT ? OFFSET ?", (limit, offset))
+            f" FROM workflows {where} ORDER BY created DESC LIMIT ? OFFSET ?",
+            (*args, limit, offset))
         return [dict(r) for r in rows], total
 
     def started_by(self, job_id: str) -> list[str]:
@@ -82,11 +87,13 @@ class WorkflowStore:
             self.store.emit("job.queued", job.id, job.session_id, job.workflow_id,
                             spec=job.spec, node=job.node)
 
-    def cached(self, cache_key: str) -> Job | None:
+    def cached(self, cache_key: str, owner: str | None = None) -> Job | None:
+        """The newest succeeded job with this cache key, of the same owner only (another
+        user's outputs are not theirs to reuse)."""
         """The newest succeeded job with this cache key, whose outputs a node may reuse."""
         row = self.store.db.execute(
-            "SELECT * FROM jobs WHERE cache_key = ? AND state = 'succeeded'"
-            " ORDER BY seq DESC LIMIT 1", (cache_key,)).fetchone()
+            "SELECT * FROM jobs WHERE cache_key = ? AND state = 'succeeded' AND owner IS ?"
+            " ORDER BY seq DESC LIMIT 1", (cache_key, owner)).fetchone()
         return Job.from_row(row) if row else None
 
     # --- saved graphs -----------------------------------------------------------------------

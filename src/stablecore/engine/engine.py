@@ -159,11 +159,12 @@ class Engine:
         return jobs
 
     def submit_workflow(self, graph: Graph, session_id: str | None, priority: int = 0,
-                        owner: str | None = None) -> dict[str, Any]:
-        """Check a whole graph and start it: its nodes wait in the queue for their inputs."""
-        session = (self.store.get_session(session_id) if session_id
-                   else self.store.current_session())
-        run = self.flows.submit(graph, session["id"], owner, priority)
+                        owner: str | None = None, seen_by: str | None = None) -> dict[str, Any]:
+        """Check a whole graph and start it: its nodes wait in the queue for their inputs.
+        `seen_by`: the owner whose session and artifacts it may name (None: any)."""
+        session = (self.store.get_session(session_id, seen_by) if session_id
+                   else self.store.current_session(owner))
+        run = self.flows.submit(graph, session["id"], owner, priority, seen_by=seen_by)
         self.flows.advance(run["id"])
         self.dispatch()
         return self.flows.public(run["id"])

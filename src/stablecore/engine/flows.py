@@ -37,10 +37,11 @@ class Flows:
 
     # --- submit and follow ------------------------------------------------------------------
     def submit(self, graph: Graph, session_id: str, owner: str | None = None,
-               priority: int = 0, parent: str | None = None) -> dict[str, Any]:
+               priority: int = 0, parent: str | None = None,
+               seen_by: str | None = None) -> dict[str, Any]:
         """Check the whole graph, then write the run and its node jobs at once; nothing is
-        queued when the graph is bad."""
-        check_graph(graph, self.catalog, lambda a: self.store.get_artifact(a).kind)
+        queued when the graph is bad. `seen_by`: whose artifacts it may name (None: any)."""
+        check_graph(graph, self.catalog, lambda a: self.store.get_artifact(a, seen_by).kind)
         for node in graph.nodes.values():
             self._fix_seed(node)
         run = {"id": new_id("w"), "name": graph.name, "graph": graph.model_dump(),
@@ -153,7 +154,7 @@ class Flows:
             shas = {k: [self.store.get_artifact(i).sha256 for i in v] if isinstance(v, list)
                     else self.store.get_artifact(v).sha256 for k, v in checked.inputs.items()}
             key = cache_key(spec, checked.params, shas)
-            hit = self.db.cached(key)
+            hit = self.db.cached(key, job.owner)
             if hit is not None:
                 self.store.finish(job.id, JobState.SUCCEEDED, outputs=hit.outputs,
                                   params=hit.params, cached=True)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from stablecore.errors import Conflict
+from stablecore.errors import Conflict, Forbidden
 from stablecore.server.auth import (
     SESSION_COOKIE,
     Principal,
@@ -170,7 +170,12 @@ async def list_users(request: Request) -> list[dict[str, Any]]:
 
 @router.post("/users", status_code=201)
 async def add_user(request: Request, body: NewUser) -> dict[str, Any]:
+    """Add a user (admins). The first admin is made on the server machine instead, with
+    `stable-core users add NAME`: an open server takes no users over HTTP."""
     require_admin(request)
+    if principal_of(request).via == "open":
+        raise Forbidden("the first admin is made on the server machine: `stable-core users "
+                        "add NAME`", field="authorization")
     user = users_of(request).add(body.name, body.password, body.role)
     audit(request, "user.add", user.name, role=str(user.role))
     return user.public()

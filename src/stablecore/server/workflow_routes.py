@@ -10,6 +10,8 @@ from fastapi.responses import StreamingResponse
 
 from stablecore.engine.saved import SavedWorkflow
 from stablecore.engine.workflows import Graph
+from stablecore.errors import NotFound
+from stablecore.server.auth import owner_for, seen_by
 from stablecore.server.routes import CATALOG_WAIT_S, engine_of, hub_of
 
 FINAL_WORKFLOW_TYPES = {"workflow.succeeded", "workflow.failed", "workflow.cancelled"}
@@ -29,13 +31,14 @@ async def run(request: Request, body: WorkflowRequest) -> dict[str, Any]:
     engine = engine_of(request)
     await engine.wait_ready(CATALOG_WAIT_S)
     graph = Graph(name=body.name, nodes=body.nodes)
-    return engine.submit_workflow(graph, body.session, body.priority)
+    return engine.submit_workflow(graph, body.session, body.priority, owner_for(request),
+                                  seen_by(request))
 
 
 @router.get("")
 async def list_runs(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
                     offset: Annotated[int, Query(ge=0, le=2**62)] = 0) -> dict[str, Any]:
-    runs, total = engine_of(request).flows.db.list(limit, offset)
+    runs, total = engine_of(request).flows.db.list(limit, offset, seen_by(request))
     return {"workflows": runs, "total": total, "limit": limit, "offset": offset}
 
 
@@ -49,18 +52,23 @@ async def save(request: Request, body: SavedWorkflow) -> dict[str, Any]:
     """Keep a named graph; it appears in the catalog as the job `workflow.<name>`."""
     engine = engine_of(request)
     await engine.wait_ready(CATALOG_WAIT_S)
-    engine.flows.save(body)
+    engine.flows.save(body, owner_for(request))
     return engine.catalog.get(f"workflow.{body.name}")
 
 
 @router.delete("/saved/{name}", status_code=204)
 async def delete_saved(request: Request, name: str) -> None:
-    engine_of(request).flows.delete(name)
+    flows, owner = engine_of(request).flows, seen_by(request)
+    saved = flows.db.saved_one(name)
+    if saved is not None and owner is not None and saved["owner"] != owner:
+        raise NotFound(f"no saved workflow {name!r} of yours", field="name")
+    flows.delete(name)
 
 
 @router.get("/{workflow_id}")
 async def get_run(request: Request, workflow_id: str) -> dict[str, Any]:
     """The run and every node's state, job id, outputs and whether it was cached."""
+    engine_of(request).flows.db.get(workflow_id, seen_by(request))
     return engine_of(request).flows.public(workflow_id)
 
 
@@ -69,13 +77,15 @@ async def run_events(request: Request, workflow_id: str,
                      since: Annotated[int, Query(ge=0, le=2**62)] = 0) -> StreamingResponse:
     """Server-Sent Events of every node of a run, from its start (or `since`) to its end."""
     store = engine_of(request).store
-    run = engine_of(request).flows.db.get(workflow_id)
+    owner = seen_by(request)
+    run = engine_of(request).flows.db.get(workflow_id, owner)
 
     async def stream() -> Any:
         if run["state"] != "running" and not store.events_since(since, limit=1,
                                                                 workflow_id=workflow_id):
             return
-        async for event in hub_of(request).follow(store, since, workflow_id=workflow_id):
+        async for event in hub_of(request).follow(store, since, workflow_id=workflow_id,
+                                                  owner=owner):
             yield f"id: {event.seq}\nevent: {event.type}\ndata: {json.dumps(event.public())}\n\n"
             if event.type in FINAL_WORKFLOW_TYPES:
                 return
@@ -86,4 +96,5 @@ async def run_events(request: Request, workflow_id: str,
 
 @router.post("/{workflow_id}/cancel")
 async def cancel(request: Request, workflow_id: str) -> dict[str, Any]:
+    engine_of(request).flows.db.get(workflow_id, seen_by(request))
     return engine_of(request).cancel_workflow(workflow_id)
