@@ -16,16 +16,17 @@ from rich.table import Table
 
 from stablecore.cli.cloud import cloud_app
 from stablecore.cli.common import TokenOpt, UrlOpt, call, client, console, err, fail
+from stablecore.cli.kdenlive import bridges_app, clipjob_command
 from stablecore.cli.models import models_app
 from stablecore.cli.nodes import nodes_app
 from stablecore.cli.plugin import plugin_app
 from stablecore.cli.token import token_app
-from stablecore.cli.workflow import workflow_app
 from stablecore.cli.users import login, logout, tokens_app, users_app
+from stablecore.cli.workflow import workflow_app
 from stablecore.config import Settings, load_settings
 from stablecore.errors import ConfigError
-
 from stablecore.users import any_user_in
+
 app = typer.Typer(help="stable-core: a server for AI art and media synthesis.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 jobs_app = typer.Typer(help="List, show and cancel jobs.", no_args_is_help=True)
@@ -35,12 +36,14 @@ app.add_typer(models_app, name="models")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(cloud_app, name="cloud")
 app.add_typer(token_app, name="token")
-app.add_typer(workflow_app, name="workflow")
-
+app.add_typer(bridges_app, name="bridges")
+app.command("clipjob")(clipjob_command)
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 app.command("login")(login)
 app.command("logout")(logout)
+app.add_typer(workflow_app, name="workflow")
+
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file")]
 
 
