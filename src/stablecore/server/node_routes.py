@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 
 from stablecore.nodes import NodeRequest, Nodes
-from stablecore.server.auth import require_admin
+from stablecore.server.auth import audit, require_admin
 
 
 @asynccontextmanager
@@ -43,6 +43,7 @@ async def add_node(request: Request, body: NodeRequest) -> dict[str, Any]:
     require_admin(request)
     since = request.app.state.store.last_seq()
     node = await nodes_of(request).add(body)
+    audit(request, "node.add", node.record.name, url=node.record.url)
     return {"node": nodes_of(request).public(node), "since": since}
 
 
@@ -64,4 +65,5 @@ async def remove_node(request: Request, name: str, uninstall: bool = False) -> d
     `uninstall` also deletes its folder there."""
     require_admin(request)
     await nodes_of(request).remove(name, uninstall)
+    audit(request, "node.remove", name, uninstall=uninstall)
     return {"removed": name, "uninstalled": uninstall}

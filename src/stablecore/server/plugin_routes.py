@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stablecore.manager.installer import Manager
 from stablecore.manager.sources import GIT_URL_RE, check_git_url, check_name, split_source
-from stablecore.server.auth import require_admin
+from stablecore.server.auth import audit, require_admin
 
 router = APIRouter(prefix="/api/plugins")
 
@@ -72,6 +72,7 @@ async def install(request: Request, body: InstallRequest) -> dict[str, Any]:
     else:
         check_git_url(base)
     args = [body.source, *(["--isolated"] if body.isolated else [])]
+    audit(request, "plugin.install", body.source, isolated=body.isolated)
     return await _run_cli(request, "install", *args)
 
 
@@ -79,6 +80,7 @@ async def install(request: Request, body: InstallRequest) -> dict[str, Any]:
 async def update(request: Request, name: str) -> dict[str, Any]:
     require_admin(request)
     Manager(request.app.state.settings.plugins_home).get(name)
+    audit(request, "plugin.update", name)
     return await _run_cli(request, "update", name)
 
 
@@ -86,6 +88,7 @@ async def update(request: Request, name: str) -> dict[str, Any]:
 async def remove(request: Request, name: str) -> dict[str, Any]:
     require_admin(request)
     Manager(request.app.state.settings.plugins_home).get(name)
+    audit(request, "plugin.remove", name)
     return await _run_cli(request, "remove", name)
 
 
