@@ -18,6 +18,7 @@ import PIL.Image
 import platformdirs
 import pytest
 
+from stablecore.cli.bridges import blender_zip
 from stablecore.testing import ServerProcess
 
 BRIDGE = Path(__file__).resolve().parents[1] / "bridges" / "blender"
@@ -110,9 +111,12 @@ def bpy_python() -> Path:
 
 def test_addon_in_headless_blender(server: ServerProcess, tmp_path: Path) -> None:
     python = bpy_python()
+    addon = blender_zip(tmp_path / "stablecore_blender.zip")  # `stable-core bridges blender zip`
+    home = tmp_path / "home"  # Blender's user folders: where the extension installs
+    home.mkdir()
     done = subprocess.run([str(python), str(BRIDGE / "tests" / "run_in_blender.py"),
-                           server.url, str(tmp_path)], capture_output=True, text=True,
-                          timeout=240)
+                           server.url, str(tmp_path), str(addon)], capture_output=True,
+                          text=True, timeout=240, env={**os.environ, "HOME": str(home)})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
     assert results["jobs"] > 10 and "jobs from" in results["catalog_status"]

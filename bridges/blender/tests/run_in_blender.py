@@ -1,32 +1,30 @@
-"""Drive the add-on inside Blender (the `bpy` module, headless) against a running server and
-print what came of it as JSON on the last line; tests/test_blender.py checks that JSON.
+"""Install the add-on's zip into Blender (the `bpy` module, headless), drive it against a
+running server and print what came of it as JSON on the last line; tests/test_blender.py
+checks that JSON.
 
-    python run_in_blender.py URL WORKDIR     # a Python with bpy (5.0.x on Python 3.11)
+    HOME=/tmp/x python run_in_blender.py URL WORKDIR ZIP    # a Python with bpy 5.0.x
 
 Headless Blender has no event loop, so nothing calls `bpy.app.timers`: after checking that
 the add-on registered its timer, this script calls the same function in a loop, as Blender's
 loop would.
 """
 
+import importlib
 import json
 import sys
 import time
 from pathlib import Path
 
-import bpy  # first: it puts Blender's own modules (addon_utils) on the path
+import bpy
 
-# isort: split
-import addon_utils
-
-URL, WORK = sys.argv[1], Path(sys.argv[2])
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+URL, WORK, ZIP = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+ADDON = "bl_ext.user_default.stablecore_blender"  # an extension in the user repository
 results: dict = {}
 
 
 def pump(until, timeout: float = 60.0) -> None:
     """Run the add-on's timer function until `until()` holds, as Blender's loop would."""
-    from stablecore_blender import ui
-
+    ui = importlib.import_module(ADDON + ".ui")
     assert bpy.app.timers.is_registered(ui.poll), "the add-on did not register its timer"
     deadline = time.monotonic() + timeout
     while not until():
@@ -52,19 +50,19 @@ def pixels(image) -> list:
 
 
 def run(job: str) -> None:
-    from stablecore_blender import ui
-
+    ui = importlib.import_module(ADDON + ".ui")
     bpy.context.scene.stablecore.job = job
     assert bpy.ops.stablecore.run() == {"FINISHED"}, status()
     pump(lambda: ui.state.task.finished and ui.state.updates.empty())
 
 
 def main() -> None:
-    from stablecore_blender import form, ui
-
-    # 1. Enable the add-on the way Blender does, point it at the server, fetch the catalog.
-    addon_utils.enable("stablecore_blender", default_set=True)
-    prefs = bpy.context.preferences.addons["stablecore_blender"].preferences
+    # 1. Install the zip as a user would, point the add-on at the server, fetch the catalog.
+    installed = bpy.ops.extensions.package_install_files(
+        filepath=ZIP, repo="user_default", enable_on_install=True)
+    assert installed == {"FINISHED"}, installed
+    form, ui = (importlib.import_module(f"{ADDON}.{m}") for m in ("form", "ui"))
+    prefs = bpy.context.preferences.addons[ADDON].preferences
     prefs.url = URL
     scene = bpy.context.scene
     assert bpy.ops.stablecore.refresh() == {"FINISHED"}
@@ -132,7 +130,7 @@ def main() -> None:
     run("transform2d.transform")
     results["bad_param"] = status()
 
-    addon_utils.disable("stablecore_blender")
+    bpy.ops.preferences.addon_disable(module=ADDON)
     results["unregistered"] = not hasattr(bpy.types.Scene, "stablecore")
 
 

@@ -22,10 +22,8 @@ import typer
 from stablecore.cli.common import TokenOpt, UrlOpt, console, fail
 from stablecore.client import ApiError, Client
 
-bridges_app = typer.Typer(help="Clients inside other programs.", no_args_is_help=True)
 kdenlive_app = typer.Typer(help="kdenlive clip jobs that run stable-core jobs on a clip.",
                            no_args_is_help=True)
-bridges_app.add_typer(kdenlive_app, name="kdenlive")
 
 NAMESPACE = uuid.UUID("6b1f3c2e-4a5d-4e8f-9c0b-1d2e3f4a5b6c")
 # The groups kdenlive reads per job (src/dialogs/clipjobmanager.cpp), ours written in full.

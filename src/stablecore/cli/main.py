@@ -14,9 +14,10 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from stablecore.cli.bridges import bridges_app
 from stablecore.cli.cloud import cloud_app
 from stablecore.cli.common import TokenOpt, UrlOpt, call, client, console, err, fail
-from stablecore.cli.kdenlive import bridges_app, clipjob_command
+from stablecore.cli.kdenlive import clipjob_command
 from stablecore.cli.models import models_app
 from stablecore.cli.nodes import nodes_app
 from stablecore.cli.plugin import plugin_app
