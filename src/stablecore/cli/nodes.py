@@ -10,6 +10,7 @@ import asyncio
 import sys
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.table import Table
 
@@ -37,6 +38,8 @@ def add_node(body: dict[str, Any], url: str | None, token: str | None) -> dict[s
             result = call(_check, answer)
         except ApiError as e:
             raise fail(e.detail) from None
+        except httpx.ConnectError:
+            raise fail("cannot reach the server; is `stable-core serve` running?") from None
     name = result["node"]["name"]
     console.print(f"{name}: {result['node']['url']} host key {result['node']['host_key']}, "
                   f"devices {', '.join(result['node']['devices'])}; installing")
