@@ -97,3 +97,18 @@ def test_embeddings_are_used_by_name(client: Client, tmp_path: Path) -> None:
     xl = {"model": "tiny-sdxl"}
     assert not np.array_equal(image(client, {**xl, "prompt": "fox xlglow"}, tmp_path),
                               image(client, {**xl, "prompt": "fox"}, tmp_path))
+
+
+def test_hires_fix(client: Client, tmp_path: Path) -> None:
+    base = {"prompt": "fox", "seed": 4}
+    for upscaler in ("latent", "lanczos"):
+        job = run_ok(client, "sd.txt2img", {**base, "hires_scale": 2, "hires_steps": 2,
+                                            "hires_denoise": 0.5, "hires_upscaler": upscaler})
+        assert pixels(client, job, tmp_path).shape == (64, 64, 3)
+        fields = info(client, job, tmp_path).splitlines()[-1]
+        assert "Size: 32x32" in fields  # the base size, as A1111 writes it
+        assert ("Denoising strength: 0.5, Hires upscale: 2, Hires steps: 2, Hires upscaler: "
+                f"{upscaler.capitalize()}") in fields
+        events = list(client.events(job["id"]))
+        steps = [e["data"] for e in events if e["type"] == "job.progress"]
+        assert steps[-1]["step"] == steps[-1]["total"] == 3 + 2

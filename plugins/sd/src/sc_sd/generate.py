@@ -8,7 +8,6 @@ same whether it ran alone or in a batch. Images go through diffusers in calls of
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import PIL.Image
 import torch
 
-from sc_sd import embeddings
+from sc_sd import embeddings, hires
 from sc_sd.infotext import infotext
 from sc_sd.loader import load
 from sc_sd.loras import LoraSet, activate, wanted
@@ -77,10 +76,12 @@ def run(ctx: Context, mode: str, params: dict[str, list[Any]],
         group = [item for item in items if item.loras == loras]
         calls += [(loras, group[i:i + options.max_batch])
                   for i in range(0, len(group), options.max_batch)]
-    for n, (loras, chunk) in enumerate(calls):
+    progress = Progress(ctx, loaded.family, options.preview_every,
+                        len(calls) * planned_steps(mode, first))
+    for loras, chunk in calls:
         activate(loaded, loras, options)
-        callback = progress_callback(ctx, loaded.family, options.preview_every, n, len(calls))
-        for item, picture in zip(chunk, generate(pipe, mode, first, chunk, callback), strict=True):
+        for item, picture in zip(chunk, generate(loaded, pipe, mode, first, chunk, progress),
+                                 strict=True):
             item.picture = picture
     # 5. one result per job, each image carrying its own parameters text
     return results(mode, jobs, items)
@@ -96,40 +97,83 @@ def check(mode: str, jobs: list[dict[str, Any]]) -> None:
                              f"got {p['num_images']}")
 
 
-def generate(pipe: Any, mode: str, p: dict[str, Any], chunk: list[Item],
-             callback: Callable[..., dict[str, Any]]) -> list[PIL.Image.Image]:
-    """One diffusers call for the images of `chunk`."""
-    kwargs: dict[str, Any] = {
+def planned_steps(mode: str, p: dict[str, Any]) -> int:
+    """Denoising steps of one diffusers call: what progress counts up to."""
+    steps = p["steps"] if mode == "txt2img" else int(p["steps"] * p["strength"])
+    if hires_on(mode, p):
+        steps += hires.steps(p)[1]
+    return steps
+
+
+def hires_on(mode: str, p: dict[str, Any]) -> bool:
+    return mode == "txt2img" and p.get("hires_scale", 1) > 1
+
+
+def generate(loaded: Any, pipe: Any, mode: str, p: dict[str, Any], chunk: list[Item],
+             progress: Progress) -> list[PIL.Image.Image]:
+    """The diffusers calls for the images of `chunk`: one, and a second for the hires fix."""
+    common: dict[str, Any] = {
         # weights and long prompts: embeddings made here, LoRA tags left out
         **encode(pipe, [take_loras(i.prompt)[0] for i in chunk],
                  [take_loras(i.negative_prompt)[0] for i in chunk]),
-        "num_inference_steps": p["steps"], "guidance_scale": p["guidance_scale"],
-        # CPU generators: the same seed gives the same image on any device
-        "generator": [torch.Generator("cpu").manual_seed(i.seed) for i in chunk],
-        "callback_on_step_end": callback, "output_type": "pil"}
+        "guidance_scale": p["guidance_scale"], "callback_on_step_end": progress.on_step_end}
+    # CPU generators: the same seed gives the same image on any device
+    seeds = [i.seed for i in chunk]
+    kwargs: dict[str, Any] = {**common, "num_inference_steps": p["steps"],
+                              "generator": generators(seeds), "output_type": "pil"}
     if mode != "img2img":
         kwargs.update(width=p["width"], height=p["height"])
     if mode != "txt2img":
         kwargs.update(image=[i.image for i in chunk], strength=p["strength"])
     if mode == "inpaint":
         kwargs["mask_image"] = [i.mask for i in chunk]
-    return pipe(**kwargs).images
+    if hires_on(mode, p) and p["hires_upscaler"] == "latent":
+        kwargs["output_type"] = "latent"
+    images = progress.run(pipe, kwargs)
+    if hires_on(mode, p):  # 2. upscale, then img2img at the bigger size
+        img2img = loaded.pipeline("img2img", p["scheduler"])
+        steps, _ = hires.steps(p)
+        images = progress.run(img2img, {
+            **common, "image": hires.upscale(images, p), "strength": p["hires_denoise"],
+            "num_inference_steps": steps, "generator": generators(seeds),
+            "output_type": "pil"})
+    return images
 
 
-def progress_callback(ctx: Context, family: str, every: int, chunk: int, chunks: int,
-                      ) -> Callable[..., dict[str, Any]]:
-    """diffusers' `callback_on_step_end`: report the step (this raises JobCancelled once the
-    job is cancelled, so a cancel lands within one step) with a preview every `every` steps."""
+def generators(seeds: list[int]) -> list[torch.Generator]:
+    return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
 
-    def on_step_end(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        steps = pipe.num_timesteps
+
+class Progress:
+    """Steps across every diffusers call of one job (or batch), reported through diffusers'
+    `callback_on_step_end`: `ctx.progress` raises JobCancelled once the job is cancelled, so a
+    cancel lands within one step. A preview every `every` steps."""
+
+    def __init__(self, ctx: Context, family: str, every: int, total: int) -> None:
+        self.ctx, self.family, self.every, self.total = ctx, family, every, total
+        self.done = 0
+
+    def run(self, pipe: Any, kwargs: dict[str, Any]) -> Any:
+        images = pipe(**kwargs).images
+        self.done += pipe.num_timesteps
+        return images
+
+    def on_step_end(self, pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        step = min(self.done + i + 1, self.total)
         preview = None
-        if every and (i + 1) % every == 0 and i + 1 < steps:
-            preview = latent_to_image(tensors["latents"][0], family)
-        ctx.progress(chunk * steps + i + 1, chunks * steps, preview=preview)
+        if self.every and (i + 1) % self.every == 0 and step < self.total:
+            preview = latent_to_image(tensors["latents"][0], self.family)
+        self.ctx.progress(step, self.total, preview=preview)
         return tensors
 
-    return on_step_end
+
+def extra_fields(mode: str, p: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The A1111 fields beyond the basic ones: hires fix, the `loras` param."""
+    out = hires.fields(p) if hires_on(mode, p) else []
+    if p["loras"]:  # `<lora:...>` tags stay in the prompt, as A1111 writes them
+        out.append(("Loras", " ".join(f"<lora:{x['name']}:{x['weight']:g}>"
+                                      for x in p["loras"])))
+    return out
 
 
 def results(mode: str, jobs: list[dict[str, Any]], items: list[Item]) -> list[Generated]:
@@ -147,8 +191,7 @@ def results(mode: str, jobs: list[dict[str, Any]], items: list[Item]) -> list[Ge
                             guidance_scale=job["guidance_scale"], seed=item.seed,
                             width=job["width"], height=job["height"], model=job["model"],
                             strength=job["strength"] if mode != "txt2img" else None,
-                            loras=job.get("loras") or (),
-                            version=plugin_version)
+                            extra=extra_fields(mode, job), version=plugin_version)
             pic.info["parameters"] = text  # for a core that writes a job's own PNG text
             texts.append(text)
         pics = [pic for _, pic in mine]

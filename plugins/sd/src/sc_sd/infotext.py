@@ -8,6 +8,7 @@ Three parts: the prompt, a `Negative prompt:` line when there is one, and one li
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from sc_sd.samplers import SAMPLERS
@@ -20,15 +21,15 @@ def quote(value: Any) -> str:
 
 def infotext(*, prompt: str, negative_prompt: str, steps: int, sampler: str,
              guidance_scale: float, seed: int, width: int, height: int, model: str,
-             strength: float | None = None, loras: Any = (), version: str = "") -> str:
+             strength: float | None = None, extra: Sequence[tuple[str, Any]] = (),
+             version: str = "") -> str:
     pairs: list[tuple[str, Any]] = [
         ("Steps", steps), ("Sampler", SAMPLERS[sampler].a1111),
         ("CFG scale", f"{guidance_scale:g}"), ("Seed", seed), ("Size", f"{width}x{height}"),
         ("Model", model)]
     if strength is not None:
         pairs.append(("Denoising strength", f"{strength:g}"))
-    if loras:  # the `loras` param; `<lora:...>` tags stay in the prompt, as A1111 writes them
-        pairs.append(("Loras", " ".join(f"<lora:{x['name']}:{x['weight']:g}>" for x in loras)))
+    pairs += extra
     pairs.append(("Version", f"stable-core sd {version}".strip()))
     lines = [prompt]
     if negative_prompt:

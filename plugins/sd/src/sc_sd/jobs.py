@@ -54,6 +54,16 @@ class LoraWeight(BaseModel):
 Loras = Annotated[list[LoraWeight], Field(max_length=16, description=(
     "LoRAs (and LyCORIS LoCon) to apply; `<lora:name:weight>` in the prompt adds more"))]
 
+HiresScale = Annotated[float, Field(ge=1, le=4, description=(
+    "hires fix: 1 = off; above 1, make the image at width x height, upscale it by this "
+    "factor and redraw it with img2img"))]
+HiresUpscaler = Annotated[Literal["latent", "lanczos"], Field(
+    description="hires fix: upscale the latent, or the decoded image with Lanczos")]
+HiresSteps = Annotated[int, Field(ge=0, le=150, description="hires fix: steps of the redraw "
+                                  "(0 = as many as `steps`)")]
+HiresDenoise = Annotated[float, Field(gt=0, le=1, description="hires fix: img2img strength "
+                                      "of the redraw")]
+
 # Queued jobs that agree on these run as one diffusers call (prompts and seeds may differ).
 BATCH = ("model", "width", "height", "steps", "scheduler", "guidance_scale", "loras")
 
@@ -64,17 +74,21 @@ def _run(ctx: Context, mode: str, params: dict[str, list[Any]], **inputs: Any) -
     return generate.run(ctx, mode, params, **inputs)
 
 
-@job(description="Stable Diffusion: an image from a text prompt.", batch=BATCH, batch_max=8,
-     model_param="model")
+@job(description="Stable Diffusion: an image from a text prompt.",
+     batch=(*BATCH, "hires_scale", "hires_upscaler", "hires_steps", "hires_denoise"),
+     batch_max=8, model_param="model")
 def txt2img(ctx: Context, prompt: Prompt = "", negative_prompt: Negative = "",
             model: Model = CHOICES[0], width: Size = 512, height: Size = 512, steps: Steps = 20,
             guidance_scale: Guidance = 7.0, scheduler: Sampler = "dpmpp_2m_karras",
-            seed: Seed = -1, num_images: Count = 1, loras: Loras = ()) -> Generated:
+            seed: Seed = -1, num_images: Count = 1, loras: Loras = (),
+            hires_scale: HiresScale = 1.0, hires_upscaler: HiresUpscaler = "latent",
+            hires_steps: HiresSteps = 0, hires_denoise: HiresDenoise = 0.5) -> Generated:
     # batched: every parameter arrives as a list, one entry per job, and a list is returned
     return _run(ctx, "txt2img", dict(
         prompt=prompt, negative_prompt=negative_prompt, model=model, width=width, height=height,
         steps=steps, guidance_scale=guidance_scale, scheduler=scheduler, seed=seed,
-        num_images=num_images, loras=loras))
+        num_images=num_images, loras=loras, hires_scale=hires_scale,
+        hires_upscaler=hires_upscaler, hires_steps=hires_steps, hires_denoise=hires_denoise))
 
 
 @job(description="Stable Diffusion: redraw an image guided by a prompt.",
