@@ -186,6 +186,8 @@ def test_ctrl_c_asks_to_cancel(term: Terminal) -> None:
     term.wait(r"cancelled testing\.sleep j_\w+")
     term.command("jobs")
     term.wait(r"testing\.sleep\s+cancelled")
+    term.command("open")  # the newest job with a file output: the echo's text
+    term.wait(r"testing\.echo\.txt \(no viewer here")
 
 
 def test_history_persists(term: Terminal, work: Path) -> None:

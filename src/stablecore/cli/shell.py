@@ -325,23 +325,23 @@ class Shell:
             self.console.print(f"{path.resolve()} [dim](no viewer here: no display)[/dim]")
 
     def find_result(self, what: str | None) -> Path:
-        """A downloaded file: of an artifact id, a job's first file output, or an output of
-        the last job by name."""
+        """A downloaded file: of an artifact id, of a job (its first file output), or an
+        output by name of the newest job in this shell that has file outputs."""
         if what and what.startswith("a_"):
             info = self.client.get(f"/api/artifacts/{what}/info")
             return self.fetch(info.get("job_id") or "upload", what, info)
-        job_id = what if what and what.startswith("j_") else self.job_arg([])
-        job = self.client.job(job_id)
-        outputs = [(f"{n}[{i}]" if isinstance(refs, list) else n, ref)
-                   for n, refs in (job["outputs"] or {}).items()
-                   for i, ref in enumerate(refs if isinstance(refs, list) else [refs])
-                   if ref["kind"] != "json"]
-        wanted = [o for o in outputs if what in (None, job_id, o[0], o[0].split("[")[0])]
-        if not wanted:
-            raise UsageError(f"{job_id} ({job['state']}) has no file output"
-                             f"{' ' + repr(what) if what and what != job_id else ''}")
-        label, ref = wanted[0]
-        return self.fetch(job_id, label, ref)
+        candidates = [what] if what and what.startswith("j_") else self.recent[:10]
+        if not candidates:
+            raise UsageError("no job run yet in this shell: give a job or artifact id")
+        for job_id in candidates:
+            job = self.client.job(job_id)
+            for name, refs in (job["outputs"] or {}).items():
+                for i, ref in enumerate(refs if isinstance(refs, list) else [refs]):
+                    label = f"{name}[{i}]" if isinstance(refs, list) else name
+                    if ref["kind"] != "json" and what in (None, job_id, label, name):
+                        return self.fetch(job_id, label, ref)
+        raise UsageError(f"no file output {what or ''!r} in "
+                         f"{candidates[0] if len(candidates) == 1 else 'the recent jobs'}")
 
     # --- catalog, settings, sessions --------------------------------------------------------
     def do_help(self, args: list[str]) -> None:
