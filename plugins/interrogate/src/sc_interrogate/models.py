@@ -31,16 +31,22 @@ MODEL_FILES = [
 ]
 
 
-def source(name: str, environ: Mapping[str, str]) -> tuple[str, Path | None]:
-    """(what from_pretrained gets, its cache_dir) for a model name; a clear error if the
-    name is neither a folder in the models folder nor a repo id."""
+def source(name: str, environ: Mapping[str, str]) -> Path:
+    """The local folder of a model: one in the models folder, or the snapshot of a repo id
+    in the Hugging Face cache (loading from a folder keeps transformers off the network)."""
+    from huggingface_hub import snapshot_download
+
     folder = models_folder("interrogate", environ)
     if folder is not None and (folder / name).is_dir() and ".." not in Path(name).parts:
-        return str(folder / name), None
-    if REPO_ID.match(name):
-        return name, models_cache(environ).hub
-    where = f" or a folder in {folder}" if folder is not None else ""
-    raise ValueError(f"model {name!r} must be a Hugging Face repo id (org/name){where}")
+        return folder / name
+    if not REPO_ID.match(name):
+        where = f" or a folder in {folder}" if folder is not None else ""
+        raise ValueError(f"model {name!r} must be a Hugging Face repo id (org/name){where}")
+    try:
+        return Path(snapshot_download(name, cache_dir=models_cache(environ).hub,
+                                      local_files_only=True))
+    except Exception as e:
+        raise OSError(f"{name} is not in the Hugging Face cache ({type(e).__name__})") from None
 
 
 def load(cls_name: str, name: str, device: str) -> tuple[Any, Any]:
@@ -49,11 +55,10 @@ def load(cls_name: str, name: str, device: str) -> tuple[Any, Any]:
     import torch
     import transformers
 
-    location, cache_dir = source(name, os.environ)
-    kw: dict[str, Any] = {"cache_dir": cache_dir, "local_files_only": True}
     try:
-        processor = transformers.AutoProcessor.from_pretrained(location, **kw)
-        model = getattr(transformers, cls_name).from_pretrained(location, **kw)
+        location = source(name, os.environ)
+        processor = transformers.AutoProcessor.from_pretrained(location, local_files_only=True)
+        model = getattr(transformers, cls_name).from_pretrained(location, local_files_only=True)
     except OSError as e:  # not pulled, or not a model folder
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"cannot load {name}: {first} (declared hub models are downloaded "
