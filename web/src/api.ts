@@ -45,7 +45,7 @@ export interface Spec {
   description: string;
   params: Schema;
   inputs: Record<string, InputSpec>;
-  outputs: Record<string, { kind: string }>;
+  outputs: Record<string, { kind: string; many?: boolean }>; // many: a list of artifacts
 }
 
 /** An output: an artifact, and for kind "json" also the value itself. */
@@ -114,6 +114,30 @@ export interface Worker {
 }
 
 export type JobRequest = Schemas["JobRequest"];
+
+/** A workflow graph (see src/stablecore/engine/workflows.py) and a run of one. */
+export type Graph = Schemas["Graph"];
+export type GraphNode = Schemas["Node"];
+export type WorkflowRequest = Schemas["WorkflowRequest"];
+export type SavedWorkflow = Schemas["SavedWorkflow"];
+export interface NodeRun {
+  job_id: string;
+  spec: string;
+  state: JobState;
+  outputs: Job["outputs"];
+  error: string | null;
+  cached: boolean;
+  items?: Omit<NodeRun, "items">[]; // a mapped node: one job per item, in order
+}
+export interface WorkflowRun {
+  id: string;
+  name: string;
+  state: "running" | "succeeded" | "failed" | "cancelled";
+  session_id: string;
+  error: string | null;
+  graph: Graph;
+  nodes: Record<string, NodeRun>;
+}
 
 /** An event as the server stores it (see events.ts for the live stream). */
 export interface JobEvent { seq: number; ts: number; type: string; data: Record<string, unknown> }
@@ -205,6 +229,7 @@ export class Api {
     const response = await fetch(this.base + path, { method, headers, body: payload });
     if (response.status === 401) this.onUnauthorized();
     if (!response.ok) throw await errorOf(response);
+    if (response.status === 204) return null as T;  // no content
     return (await response.json()) as T;
   }
 
@@ -233,6 +258,19 @@ export class Api {
   /** Workers re-announce their catalog (new model files appear); admins only. */
   rescan = () =>
     this.send<{ plugins: Plugin[]; specs: number }>(call("post", "/api/plugins/rescan"));
+
+  runWorkflow = (body: WorkflowRequest) =>
+    this.send<WorkflowRun>(call("post", "/api/workflows", { body }));
+  workflow = (id: string) => this.send<WorkflowRun>(
+    call("get", "/api/workflows/{workflow_id}", { path: { workflow_id: id } }));
+  cancelWorkflow = (id: string) => this.send<WorkflowRun>(
+    call("post", "/api/workflows/{workflow_id}/cancel", { path: { workflow_id: id } }));
+  savedWorkflows = () => this.send<(SavedWorkflow & { created: number })[]>(
+    call("get", "/api/workflows/saved"));
+  saveWorkflow = (body: SavedWorkflow) =>
+    this.send<Spec>(call("post", "/api/workflows/saved", { body }));
+  deleteSaved = (name: string) => this.send<null>(
+    call("delete", "/api/workflows/saved/{name}", { path: { name } }));
 
   /** Every stored event of a finished job (its SSE stream ends with the job's last event). */
   async jobEvents(id: string): Promise<JobEvent[]> {

@@ -186,8 +186,23 @@ export class App {
     }
     this.jobs.set(job.id, next);
     this.emit("job", next);
+    if (job.state === "waiting" && next.state !== "waiting") void this.refreshValues(job.id);
     if (type === "job.started" || FINISHED.has(next.state)) this.emit("workers", undefined);
     if (type === "job.succeeded") this.announce(next);
+  }
+
+  /** A workflow node's params and inputs are settled when it leaves `waiting` (references to
+   * other nodes become artifact ids, linked params get their values): fetch them. */
+  private async refreshValues(id: string): Promise<void> {
+    try {
+      const { params, inputs } = await this.api.job(id);
+      const job = this.jobs.get(id);
+      if (!job) return;
+      this.jobs.set(id, { ...job, params, inputs });
+      this.emit("job", this.jobs.get(id)!);
+    } catch {
+      // gone: nothing to show
+    }
   }
 }
 

@@ -11,6 +11,7 @@ import { Gallery } from "./gallery";
 import { Queue } from "./queue";
 import { Viewer } from "./viewer";
 import { Workers } from "./workers";
+import { workspace } from "./workspace";
 
 type Header = { el: HTMLElement; link: (state: LinkState, retryInMs?: number) => void };
 
@@ -116,7 +117,8 @@ async function boot(root: HTMLElement): Promise<void> {
   const top = header(app, () => tokenDialog(api));
   const events = new EventStream(api, (e) => app.apply(e), top.link);
   fill(root, top.el, h("main", { class: "layout" },
-    drawer.el, gallery.el, h("div", { class: "side" }, queue.el, workers.el)));
+    drawer.el, workspace(app, gallery.el, viewer, drawer.el),
+    h("div", { class: "side" }, queue.el, workers.el)));
   try {
     await app.loadCatalog();
     drawer.start();
