@@ -21,7 +21,8 @@ pyte = pytest.importorskip("pyte")
 from prompt_toolkit.completion import CompleteEvent  # noqa: E402
 from prompt_toolkit.document import Document  # noqa: E402
 
-from stablecore.cli.completion import Catalog, ShellCompleter, coerce, split_line  # noqa: E402
+from stablecore.cli.catalog import Catalog, coerce  # noqa: E402
+from stablecore.cli.completion import ShellCompleter, split_line  # noqa: E402
 from stablecore.cli.shell import COMMANDS  # noqa: E402
 from stablecore.testing import ServerProcess, free_port, save_image  # noqa: E402
 

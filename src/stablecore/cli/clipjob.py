@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stablecore.cli.completion import coerce
+from stablecore.cli.catalog import coerce
 from stablecore.client import ApiError, Client
 
 CODECS = {".mp4": "h264", ".m4v": "h264", ".mkv": "ffv1", ".webm": "vp9", ".mov": "prores"}

@@ -19,6 +19,7 @@ from typing import Annotated
 import httpx
 import typer
 
+from stablecore.cli.clipjob import ClipJobError, check, run_clipjob
 from stablecore.cli.common import TokenOpt, UrlOpt, console, fail
 from stablecore.client import ApiError, Client
 
@@ -26,10 +27,6 @@ kdenlive_app = typer.Typer(help="kdenlive clip jobs that run stable-core jobs on
                            no_args_is_help=True)
 
 NAMESPACE = uuid.UUID("6b1f3c2e-4a5d-4e8f-9c0b-1d2e3f4a5b6c")
-# The groups kdenlive reads per job (src/dialogs/clipjobmanager.cpp), ours written in full.
-GROUPS = ("Ids", "Binary", "Parameters", "Output", "FolderName", "FolderUse", "EnabledTypes",
-          "Param1Type", "Param1List", "Param1Name", "Param2Type", "Param2List", "Param2Name",
-          "Description")
 PARAMS_PREFIX = "clipjob "
 
 RcOpt = Annotated[Path | None, typer.Option(
@@ -135,32 +132,33 @@ def install(
     rc = KConfigFile(config or settings_file())
     binary = executable()
     for job in jobs:  # each takes the --param and --ask names it has
-        if job not in specs:
-            raise fail(f"the server has no job {job!r} (`stable-core specs`)")
+        try:
+            check(specs, job, None, None, Path("clip" + ext))
+        except ClipJobError as e:
+            raise fail(str(e)) from None
         props = specs[job]["params"].get("properties", {})
         words = [f"clipjob {job} --source {{source}} --output {{output}}"]
         if url:
             words.append(f"--url {url}")
         words += [p for p in fixed if p.partition("=")[0] in props]
-        key = job_id(job)
-        rc.remove(key)
+        asked = {}  # kdenlive's {param1}, {param2}: a list to choose from at each run
         for n, name in enumerate([a for a in ask or [] if a in props][:2], start=1):
-            choices = props[name].get("enum")
-            if not choices:
+            if not props[name].get("enum"):
                 raise fail(f"{job}: --ask {name!r} is not a choice param of it")
             words.append(f"{name}={{param{n}}}")
-            rc.set(f"Param{n}Type", key, "list")
-            rc.set(f"Param{n}List", key, "  ".join(map(str, choices)))
-            rc.set(f"Param{n}Name", key, name)
-        for group, value in (("Ids", f"stable-core: {job}"), ("Binary", binary),
-                             ("Parameters", " ".join(words)), ("Output", ext),
-                             ("FolderName", "stable-core"), ("FolderUse", "rootfolder"),
-                             ("EnabledTypes", "v"),
-                             ("Description", specs[job]["description"].split("\n")[0])):
+            asked.update({f"Param{n}Type": "list", f"Param{n}Name": name,
+                          f"Param{n}List": "  ".join(map(str, props[name]["enum"]))})
+        key = job_id(job)
+        rc.remove(key)
+        for group, value in {"Ids": f"stable-core: {job}", "Binary": binary,
+                             "Parameters": " ".join(words), "Output": ext,
+                             "FolderName": "stable-core", "FolderUse": "rootfolder",
+                             "EnabledTypes": "v", **asked,
+                             "Description": specs[job]["description"].split("\n")[0]}.items():
             rc.set(group, key, value)
-        console.print(f"{job}: [bold]{' '.join(words)}[/bold]")
+        console.print(f"{job}: [bold]{' '.join(words)}[/bold]", soft_wrap=True)
     rc.save()
-    console.print(f"wrote {rc.path}; restart kdenlive to see the clip jobs")
+    console.print(f"wrote {rc.path}; restart kdenlive to see the clip jobs", soft_wrap=True)
 
 
 @kdenlive_app.command("uninstall")
@@ -202,8 +200,6 @@ def clipjob_command(
 ) -> None:
     """A video through a job frame by frame, with its audio and frame rate kept; prints
     `percentage: N` on stderr (kdenlive's clip jobs read it)."""
-    from stablecore.cli.clipjob import ClipJobError, run_clipjob  # its imports: only here
-
     files = {}
     for item in input or []:
         name, sep, path = item.partition("=")

@@ -28,7 +28,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from stablecore.cli.completion import Catalog, ShellCompleter, coerce, describe
+from stablecore.cli.catalog import Catalog, coerce, describe
+from stablecore.cli.completion import ShellCompleter
 from stablecore.client import ApiError, Client
 
 CATALOG_TTL_S = 10.0  # the catalog is fetched again before a prompt once it is this old
