@@ -243,6 +243,39 @@ def test_refused_graph_files_and_saved_workflows(editor: Editor, stablecore_clie
     editor.assert_clean(allow=("422",))
 
 
+def test_progress_previews_reload_and_cancel(editor: Editor, tmp_path: Path) -> None:
+    page = editor.page
+    graph = {"name": "slow", "nodes": {
+        "draw": {"spec": "testing.preview", "params": {"steps": 6, "delay": 0.4, "size": 32},
+                 "cache": False},
+        "wait": {"spec": "testing.sleep", "params": {"seconds": 60, "steps": 600}},
+        "after": {"spec": "testing.echo", "links": {"text": {"node": "wait", "output": "text"}}}}}
+    (tmp_path / "slow.json").write_text(json.dumps(graph))
+    page.set_input_files(".nodes-toolbar input[type=file]", tmp_path / "slow.json")
+    expect(editor.connections()).to_have_count(1)  # wait.text feeds after's text param
+    expect(editor.node("after").locator('[data-param="text"] .sc-socket')).to_be_visible()
+    editor.run()
+    # live progress and the preview of the running step, from the event stream
+    page.wait_for_function(
+        """() => {
+             const bar = document.querySelector('.sc-node[data-node="draw"] .sc-bar');
+             const v = bar && Number(bar.getAttribute("aria-valuenow"));
+             return v > 0 && v < 100;
+           }""")
+    expect(editor.node("draw").locator(".sc-preview img")).to_be_visible()
+    expect(editor.node("wait")).to_have_attribute("data-state", "running")
+    # a reload keeps the graph and follows the run again
+    page.reload()
+    expect(editor.node("wait")).to_have_attribute("data-state", "running")
+    expect(editor.node("draw")).to_have_attribute("data-state", "succeeded")
+    expect(editor.node("after")).to_have_attribute("data-state", "waiting")
+    page.click(".nodes-cancel")
+    expect(editor.node("wait")).to_have_attribute("data-state", "cancelled")
+    expect(editor.node("after")).to_have_attribute("data-state", "cancelled")
+    expect(page.locator(".nodes-run-state")).to_have_text("cancelled")
+    editor.assert_clean()
+
+
 def test_screenshot_of_the_node_editor(editor: Editor, stablecore_client: Client,
                                        tmp_path: Path) -> None:
     """Shipped plugins in a graph, run, with a node's settings open: the README's picture."""

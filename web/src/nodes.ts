@@ -37,6 +37,7 @@ import type { Viewer } from "./viewer";
 import "./nodes.css";
 
 const DRAFT_KEY = "stablecore.nodes";  // the graph being edited, with node positions
+const RUN_KEY = "stablecore.nodes.run"; // its last run, followed again after a reload
 const PARAM = "param:";                // input keys of param sockets: "param:<name>"
 const NODE_WIDTH = 230;
 /** Socket and wire colours by the kind they carry (nodes.css has the same for sockets). */
@@ -834,6 +835,7 @@ export class NodesView {
   /** Replace the editor's graph; nodes of jobs not in the catalog are left out (and named). */
   async load(graph: Graph, positions?: Record<string, { x: number; y: number }>): Promise<void> {
     await this.clear(false);
+    localStorage.removeItem(RUN_KEY);
     this.loading = true;
     try {
       this.nameInput.value = graph.name ?? "workflow";
@@ -903,6 +905,7 @@ export class NodesView {
     this.inspect(null);
     await this.editor.clear();
     if (forget) {
+      localStorage.removeItem(RUN_KEY);
       this.say("", "ok");
       this.runState.textContent = "";
       this.changed();
@@ -923,6 +926,7 @@ export class NodesView {
   }
 
   private async restoreDraft(): Promise<void> {
+    const runId = localStorage.getItem(RUN_KEY);
     try {
       const draft = JSON.parse(localStorage.getItem(DRAFT_KEY) ?? "null");
       if (draft?.graph?.nodes && Object.keys(draft.graph.nodes).length) {
@@ -930,6 +934,14 @@ export class NodesView {
       }
     } catch {
       localStorage.removeItem(DRAFT_KEY);
+      return;
+    }
+    if (runId) {
+      try {
+        this.follow(await this.app.api.workflow(runId));
+      } catch {
+        // that run is gone (a fresh data folder): nothing to show
+      }
     }
   }
 
@@ -1139,7 +1151,9 @@ export class NodesView {
     }
     const following: Following = { id: run.id, socket: null, jobs: new Map() };
     this.following = following;
+    localStorage.setItem(RUN_KEY, run.id);
     this.apply(run);
+    if (run.state !== "running") return;
     const socket = new WebSocket(this.app.api.wsUrl("/api/events", { workflow: run.id,
                                                                        since: 0 }));
     following.socket = socket;
@@ -1149,13 +1163,15 @@ export class NodesView {
     };
     socket.onclose = () => {
       // dropped before the end: the snapshot says where things are, then follow again
-      if (this.following === following && following.socket === socket) {
+      const again = () => {
+        if (this.following !== following || following.socket !== socket) return;
         void this.app.api.workflow(run.id).then((now) => {
           if (this.following !== following) return;
           this.apply(now);
           if (now.state === "running") this.follow(now);
-        }, () => {});
-      }
+        }, () => setTimeout(again, 2000));
+      };
+      again();
     };
   }
 
