@@ -240,15 +240,17 @@ class Shell:
         if job["error"]:
             self.console.print(f"  [red]{escape(job['error'])}[/red]")
         for name, refs in (job["outputs"] or {}).items():
-            for i, ref in enumerate(refs if isinstance(refs, list) else [refs]):
-                label = f"{name}[{i}]" if isinstance(refs, list) else name
-                if ref["kind"] == "json":
-                    shown = json.dumps(ref.get("value"))
-                    self.console.print(f"  {label}: {escape(shown[:TEXT_SHOWN])}")
-                    continue
-                path = self.fetch(job["id"], label, ref)
-                self.console.print(f"  {label}: {path}")
-                if ref["kind"] == "text":
+            if isinstance(refs, list):  # a list output: every file, shown as one line
+                paths = [self.fetch(job["id"], f"{name}[{i}]", r) for i, r in enumerate(refs)]
+                span = f"{paths[0].name} .. {paths[-1].name}" if paths else ""
+                self.console.print(f"  {name}: {len(paths)} files in {self.out} {span}")
+            elif refs["kind"] == "json":
+                shown = json.dumps(refs.get("value"))
+                self.console.print(f"  {name}: {escape(shown[:TEXT_SHOWN])}")
+            else:
+                path = self.fetch(job["id"], name, refs)
+                self.console.print(f"  {name}: {path}")
+                if refs["kind"] == "text":
                     text = path.read_text(errors="replace")
                     self.console.print(f"    [italic]{escape(text[:TEXT_SHOWN])}[/italic]")
 
