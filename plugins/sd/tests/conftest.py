@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from sc_sd.cli import app
-from sc_sd.tiny import make_embedding, make_lora, make_pipeline, make_xl_pipeline
+from sc_sd.tiny import make_controlnet, make_embedding, make_lora, make_pipeline, make_xl_pipeline
 from typer.testing import CliRunner
 
 from stablecore.client import Client
@@ -42,6 +42,8 @@ def extras(folder: Path) -> None:
     make_embedding(folder / "embeddings", "glow", seed=3, layout="pt")
     make_embedding(folder / "embeddings", "shine", seed=3)
     make_embedding(folder / "embeddings" / "xl", "xlglow", seed=4, xl=True)
+    make_controlnet(sd, folder / "controlnet" / "tiny-canny", seed=5)
+    (folder / "controlnet" / "broken.safetensors").write_bytes(b"not a controlnet")
 
 
 @pytest.fixture(scope="session")

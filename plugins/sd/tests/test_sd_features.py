@@ -112,3 +112,37 @@ def test_hires_fix(client: Client, tmp_path: Path) -> None:
         events = list(client.events(job["id"]))
         steps = [e["data"] for e in events if e["type"] == "job.progress"]
         assert steps[-1]["step"] == steps[-1]["total"] == 3 + 2
+
+
+def test_controlnet_with_canny(client: Client, tmp_path: Path) -> None:
+    photo = np.zeros((40, 48, 3), np.uint8)
+    photo[8:32, 12:36] = (230, 200, 40)  # a yellow square on black
+    source = tmp_path / "photo.png"
+    PIL.Image.fromarray(photo).save(source)
+    edges = client.run("sd.canny", {"low": 50, "high": 150}, {"image": source})
+    assert edges["state"] == "succeeded", edges["error"]
+    lines = pixels(client, edges, tmp_path)
+    assert set(np.unique(lines)) == {0, 255}
+    assert lines[20, 10:14].max() == 255 and lines[20, 24].max() == 0  # the square's edge
+    control = {"control": edges["outputs"]["image"]["id"]}  # chained by artifact id
+    base = image(client, {"prompt": "fox"}, tmp_path)
+    on = run_ok(client, "sd.txt2img", {"prompt": "fox", "seed": 4, "controlnet": "tiny-canny"},
+                control)
+    assert not np.array_equal(pixels(client, on, tmp_path), base)
+    assert ("ControlNet 0: \"Model: tiny-canny, Weight: 1, Guidance Start: 0, Guidance End: 1\""
+            in info(client, on, tmp_path))
+    off = image(client, {"prompt": "fox", "controlnet": "tiny-canny", "control_strength": 0},
+                tmp_path, inputs=control)
+    assert np.array_equal(off, base)
+    late = image(client, {"prompt": "fox", "controlnet": "tiny-canny", "control_start": 0.5},
+                 tmp_path, inputs=control)
+    assert not np.array_equal(late, base) and not np.array_equal(late, pixels(client, on,
+                                                                                tmp_path))
+    redo = image(client, {"prompt": "fox", "strength": 0.7, "controlnet": "tiny-canny"},
+                 tmp_path, "sd.img2img", {"image": source, **control})
+    assert redo.shape == (32, 32, 3)
+    bad = client.run("sd.txt2img", {**SMALL, "controlnet": "broken"}, control)
+    assert bad["state"] == "failed"
+    assert "cannot load ControlNet" in bad["error"] and "broken.safetensors" in bad["error"]
+    missing = client.run("sd.txt2img", {**SMALL, "controlnet": "tiny-canny"})
+    assert missing["state"] == "failed" and "needs a `control` image" in missing["error"]

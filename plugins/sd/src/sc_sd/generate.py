@@ -16,6 +16,7 @@ import PIL.Image
 import torch
 
 from sc_sd import embeddings, hires
+from sc_sd.control import load_controlnet
 from sc_sd.infotext import infotext
 from sc_sd.loader import load
 from sc_sd.loras import LoraSet, activate, wanted
@@ -40,11 +41,12 @@ class Item:
     image: PIL.Image.Image | None
     mask: PIL.Image.Image | None
     loras: LoraSet = ()
+    control: PIL.Image.Image | None = None
     picture: PIL.Image.Image | None = None
 
 
-def run(ctx: Context, mode: str, params: dict[str, list[Any]],
-        images: list[Any] | None = None, masks: list[Any] | None = None) -> list[Generated]:
+def run(ctx: Context, mode: str, params: dict[str, list[Any]], images: list[Any] | None = None,
+        masks: list[Any] | None = None, controls: list[Any] | None = None) -> list[Generated]:
     """Make the images of every job in `params` (one list per parameter); one result per job."""
     options = Options.from_env(os.environ)
     jobs = [{k: v[i] for k, v in params.items()} for i in range(len(params["prompt"]))]
@@ -52,12 +54,17 @@ def run(ctx: Context, mode: str, params: dict[str, list[Any]],
         job["loras"] = [x if isinstance(x, dict) else x.model_dump() for x in job["loras"]]
     first = jobs[0]  # batched jobs share model, size, steps, sampler, guidance and strength
     # 1. check what diffusers would reject less clearly
-    check(mode, jobs)
-    # 2. the warm model and the pipeline for this mode and sampler
+    controls = controls or [None] * len(jobs)
+    check(mode, jobs, controls)
+    # 2. the warm model (and ControlNet) and the pipeline for this mode and sampler
     name = first["model"]
     loaded = ctx.cache(name, lambda: load(name, resolve(name, options), options, ctx.device,
                                           ctx.log))
-    pipe = loaded.pipeline(mode, first["scheduler"])
+    controlnet = None
+    if (cn := first["controlnet"]) != "none":
+        controlnet = ctx.cache(f"controlnet/{cn}", lambda: load_controlnet(
+            cn, options, ctx.device, loaded.base.unet.dtype))
+    pipe = loaded.pipeline(mode, first["scheduler"], controlnet)
     # 3. one item per image, seeds counting up from each job's seed
     size = (first["width"], first["height"])
     items = []
@@ -65,9 +72,11 @@ def run(ctx: Context, mode: str, params: dict[str, list[Any]],
         seed = ctx.seed(job["seed"], index=j)  # the core records it in the job's params
         image = images[j].convert("RGB").resize(size, PIL.Image.LANCZOS) if images else None
         mask = masks[j].convert("L").resize(size, PIL.Image.LANCZOS) if masks else None
+        control = controls[j].convert("RGB").resize(size, PIL.Image.LANCZOS) if (
+            controlnet is not None) else None
         loras = wanted(job.get("loras"), job["prompt"], job["negative_prompt"])
-        items += [Item(j, seed + k, job["prompt"], job["negative_prompt"], image, mask, loras)
-                  for k in range(job["num_images"])]
+        items += [Item(j, seed + k, job["prompt"], job["negative_prompt"], image, mask, loras,
+                       control) for k in range(job["num_images"])]
     embeddings.activate(loaded, [text for i in items for text in (i.prompt, i.negative_prompt)],
                         options)
     # 4. diffusers calls of at most max_batch images, each with one set of LoRAs
@@ -87,8 +96,16 @@ def run(ctx: Context, mode: str, params: dict[str, list[Any]],
     return results(mode, jobs, items)
 
 
-def check(mode: str, jobs: list[dict[str, Any]]) -> None:
-    for p in jobs:
+def check(mode: str, jobs: list[dict[str, Any]], controls: list[Any]) -> None:
+    for p, control in zip(jobs, controls, strict=True):
+        if p["controlnet"] != "none" and control is None:
+            raise ValueError(f"controlnet {p['controlnet']!r} needs a `control` image input "
+                             "(e.g. from sd.canny)")
+        if p["controlnet"] == "none" and control is not None:
+            raise ValueError("a `control` image was given without a controlnet: pick one")
+        if p["control_start"] >= p["control_end"]:
+            raise ValueError(f"control_start {p['control_start']} must be below control_end "
+                             f"{p['control_end']}")
         if mode != "txt2img" and int(p["steps"] * p["strength"]) < 1:
             raise ValueError(f"strength {p['strength']} with {p['steps']} steps leaves no "
                              "denoising step: raise one of them")
@@ -127,6 +144,12 @@ def generate(loaded: Any, pipe: Any, mode: str, p: dict[str, Any], chunk: list[I
         kwargs.update(image=[i.image for i in chunk], strength=p["strength"])
     if mode == "inpaint":
         kwargs["mask_image"] = [i.mask for i in chunk]
+    if p["controlnet"] != "none":
+        kwargs.update({"image" if mode == "txt2img" else "control_image":
+                       [i.control for i in chunk],
+                       "controlnet_conditioning_scale": p["control_strength"],
+                       "control_guidance_start": p["control_start"],
+                       "control_guidance_end": p["control_end"]})
     if hires_on(mode, p) and p["hires_upscaler"] == "latent":
         kwargs["output_type"] = "latent"
     images = progress.run(pipe, kwargs)
@@ -170,6 +193,10 @@ class Progress:
 def extra_fields(mode: str, p: dict[str, Any]) -> list[tuple[str, Any]]:
     """The A1111 fields beyond the basic ones: hires fix, the `loras` param."""
     out = hires.fields(p) if hires_on(mode, p) else []
+    if p["controlnet"] != "none":
+        out.append(("ControlNet 0", f"Model: {p['controlnet']}, Weight: "
+                    f"{p['control_strength']:g}, Guidance Start: {p['control_start']:g}, "
+                    f"Guidance End: {p['control_end']:g}"))
     if p["loras"]:  # `<lora:...>` tags stay in the prompt, as A1111 writes them
         out.append(("Loras", " ".join(f"<lora:{x['name']}:{x['weight']:g}>"
                                       for x in p["loras"])))

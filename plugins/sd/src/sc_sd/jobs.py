@@ -22,6 +22,7 @@ from stablecore import Context, Image, Mask, job
 OPTIONS = Options.from_env(os.environ)
 CHOICES = choices(OPTIONS)
 LORAS = extras(OPTIONS, "loras")
+CONTROLNETS = extras(OPTIONS, "controlnet")
 
 Model = Annotated[Literal[tuple(CHOICES)], Field(
     description="a model in the models folder (STABLECORE_SD_MODELS_DIR) or one listed in "
@@ -64,8 +65,18 @@ HiresSteps = Annotated[int, Field(ge=0, le=150, description="hires fix: steps of
 HiresDenoise = Annotated[float, Field(gt=0, le=1, description="hires fix: img2img strength "
                                       "of the redraw")]
 
+ControlNet = Annotated[Literal[("none", *CONTROLNETS)], Field(
+    description="a ControlNet model in the models folder's controlnet/, guided by the "
+                "`control` image (make one with sd.canny)")]
+ControlStrength = Annotated[float, Field(ge=0, le=2, description="ControlNet weight (0 = off)")]
+ControlStart = Annotated[float, Field(ge=0, le=1, description="ControlNet starts at this "
+                                      "fraction of the steps")]
+ControlEnd = Annotated[float, Field(ge=0, le=1, description="ControlNet stops at this "
+                                    "fraction of the steps")]
+
 # Queued jobs that agree on these run as one diffusers call (prompts and seeds may differ).
-BATCH = ("model", "width", "height", "steps", "scheduler", "guidance_scale", "loras")
+BATCH = ("model", "width", "height", "steps", "scheduler", "guidance_scale", "loras",
+         "controlnet", "control_strength", "control_start", "control_end")
 
 
 def _run(ctx: Context, mode: str, params: dict[str, list[Any]], **inputs: Any) -> Any:
@@ -81,14 +92,19 @@ def txt2img(ctx: Context, prompt: Prompt = "", negative_prompt: Negative = "",
             model: Model = CHOICES[0], width: Size = 512, height: Size = 512, steps: Steps = 20,
             guidance_scale: Guidance = 7.0, scheduler: Sampler = "dpmpp_2m_karras",
             seed: Seed = -1, num_images: Count = 1, loras: Loras = (),
+            control: Image | None = None, controlnet: ControlNet = "none",
+            control_strength: ControlStrength = 1.0, control_start: ControlStart = 0.0,
+            control_end: ControlEnd = 1.0,
             hires_scale: HiresScale = 1.0, hires_upscaler: HiresUpscaler = "latent",
             hires_steps: HiresSteps = 0, hires_denoise: HiresDenoise = 0.5) -> Generated:
     # batched: every parameter arrives as a list, one entry per job, and a list is returned
     return _run(ctx, "txt2img", dict(
         prompt=prompt, negative_prompt=negative_prompt, model=model, width=width, height=height,
         steps=steps, guidance_scale=guidance_scale, scheduler=scheduler, seed=seed,
-        num_images=num_images, loras=loras, hires_scale=hires_scale,
-        hires_upscaler=hires_upscaler, hires_steps=hires_steps, hires_denoise=hires_denoise))
+        num_images=num_images, loras=loras,
+        controlnet=controlnet, control_strength=control_strength, control_start=control_start,
+        control_end=control_end, hires_scale=hires_scale, hires_upscaler=hires_upscaler,
+        hires_steps=hires_steps, hires_denoise=hires_denoise), controls=control)
 
 
 @job(description="Stable Diffusion: redraw an image guided by a prompt.",
@@ -97,11 +113,16 @@ def img2img(ctx: Context, image: Image, prompt: Prompt = "", negative_prompt: Ne
             strength: Strength = 0.75, model: Model = CHOICES[0], width: Size = 512,
             height: Size = 512, steps: Steps = 20, guidance_scale: Guidance = 7.0,
             scheduler: Sampler = "dpmpp_2m_karras", seed: Seed = -1,
-            num_images: Count = 1, loras: Loras = ()) -> Generated:
+            num_images: Count = 1, loras: Loras = (),
+            control: Image | None = None, controlnet: ControlNet = "none",
+            control_strength: ControlStrength = 1.0, control_start: ControlStart = 0.0,
+            control_end: ControlEnd = 1.0) -> Generated:
     return _run(ctx, "img2img", dict(
         prompt=prompt, negative_prompt=negative_prompt, strength=strength, model=model,
         width=width, height=height, steps=steps, guidance_scale=guidance_scale,
-        scheduler=scheduler, seed=seed, num_images=num_images, loras=loras), images=image)
+        scheduler=scheduler, seed=seed, num_images=num_images, loras=loras,
+        controlnet=controlnet, control_strength=control_strength, control_start=control_start,
+        control_end=control_end), images=image, controls=control)
 
 
 @job(description="Stable Diffusion: repaint the white part of a mask guided by a prompt.",
@@ -110,9 +131,24 @@ def inpaint(ctx: Context, image: Image, mask: Mask, prompt: Prompt = "",
             negative_prompt: Negative = "", strength: Strength = 1.0, model: Model = CHOICES[0],
             width: Size = 512, height: Size = 512, steps: Steps = 20,
             guidance_scale: Guidance = 7.0, scheduler: Sampler = "dpmpp_2m_karras",
-            seed: Seed = -1, num_images: Count = 1, loras: Loras = ()) -> Generated:
+            seed: Seed = -1, num_images: Count = 1, loras: Loras = (),
+            control: Image | None = None, controlnet: ControlNet = "none",
+            control_strength: ControlStrength = 1.0, control_start: ControlStart = 0.0,
+            control_end: ControlEnd = 1.0) -> Generated:
     return _run(ctx, "inpaint", dict(
         prompt=prompt, negative_prompt=negative_prompt, strength=strength, model=model,
         width=width, height=height, steps=steps, guidance_scale=guidance_scale,
-        scheduler=scheduler, seed=seed, num_images=num_images, loras=loras), images=image,
-        masks=mask)
+        scheduler=scheduler, seed=seed, num_images=num_images, loras=loras,
+        controlnet=controlnet, control_strength=control_strength, control_start=control_start,
+        control_end=control_end), images=image, masks=mask, controls=control)
+
+
+@job(description="Canny edges of an image (white on black): the control image of a canny "
+                 "ControlNet.")
+def canny(image: Image, low: Annotated[int, Field(ge=0, le=255, description=(
+              "edges weaker than this are dropped"))] = 100,
+          high: Annotated[int, Field(ge=0, le=255, description=(
+              "edges stronger than this are kept"))] = 200) -> Image:
+    from sc_sd.control import canny as edges  # OpenCV loads at the first canny job
+
+    return edges(image, low, high)

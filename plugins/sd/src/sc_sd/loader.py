@@ -51,15 +51,24 @@ class Loaded:
         """What the worker cache sizes the entry by."""
         return self.base.components
 
-    def pipeline(self, mode: str, sampler: str) -> DiffusionPipeline:
-        """The pipeline for `mode` with sampler `sampler`; both are made once and kept."""
-        if mode not in self.pipes:
+    def pipeline(self, mode: str, sampler: str, controlnet: Any = None) -> DiffusionPipeline:
+        """The pipeline for `mode` with sampler `sampler` (and a ControlNet model); all are
+        made once and kept, sharing the base weights. Pipes of one ControlNet at a time are
+        kept, so a ControlNet the worker cache dropped is not held here."""
+        key = mode if controlnet is None else f"{mode}+{id(controlnet)}"
+        if key not in self.pipes:
             if self.base.unet.config.in_channels == 9 and mode != "inpaint":
                 raise ValueError(f"model {self.name!r} is an inpainting model: use sd.inpaint")
-            self.pipes[mode] = self.base if mode == "txt2img" else MODES[mode].from_pipe(self.base)
+            if controlnet is not None:
+                for old in [k for k in self.pipes if "+" in k]:
+                    del self.pipes[old]
+                self.pipes[key] = MODES[mode].from_pipe(self.base, controlnet=controlnet)
+            else:
+                self.pipes[key] = (self.base if mode == "txt2img"
+                                   else MODES[mode].from_pipe(self.base))
         if sampler not in self.schedulers:
             self.schedulers[sampler] = make_scheduler(sampler, self.base.scheduler.config)
-        pipe = self.pipes[mode]
+        pipe = self.pipes[key]
         pipe.scheduler = self.schedulers[sampler]
         return pipe
 

@@ -207,3 +207,19 @@ def make_embedding(folder: Path, name: str, seed: int = 0, vectors: int = 2, xl:
     save_file({"clip_l": vector, "clip_g": torch.randn(vectors, 32)} if xl
               else {"emb_params": vector}, path)
     return path
+
+
+def make_controlnet(pipe: StableDiffusionPipeline | StableDiffusionXLPipeline, folder: Path,
+                    seed: int = 0) -> Path:
+    """A ControlNet for `pipe`'s UNet as a diffusers folder (config.json and weights). Made
+    from the UNet, as ControlNet training starts; its zero convolutions get random weights,
+    so that it steers."""
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed)
+    model = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
+    with torch.no_grad():
+        for conv in [*model.controlnet_down_blocks, model.controlnet_mid_block]:
+            conv.weight.normal_(0, 0.3)
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
