@@ -139,6 +139,15 @@ export interface WorkflowRun {
   nodes: Record<string, NodeRun>;
 }
 
+/** Who the caller is (GET /api/me); `csrf` comes with a web session (signin.ts). */
+export interface Me {
+  name: string;
+  role: "admin" | "user" | "viewer";
+  via: "open" | "shared-token" | "token" | "session" | "password";
+  id: string | null;
+  csrf: string | null;
+}
+
 /** An event as the server stores it (see events.ts for the live stream). */
 export interface JobEvent { seq: number; ts: number; type: string; data: Record<string, unknown> }
 
@@ -185,6 +194,8 @@ export function call<R extends Route, M extends MethodOf<R>>(
 export class Api {
   /** Called on 401, so the UI can ask for a token. */
   onUnauthorized: () => void = () => {};
+  /** A web session's CSRF token, sent with every state-changing request. */
+  csrf: string | null = null;
 
   constructor(readonly base = "") {}
 
@@ -220,6 +231,7 @@ export class Api {
   async send<T>({ method, path, body }: Call): Promise<T> {
     const headers: Record<string, string> = {};
     if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    if (this.csrf && method !== "GET") headers["X-CSRF-Token"] = this.csrf;
     let payload: BodyInit | undefined;
     if (body instanceof FormData) payload = body;
     else if (body !== undefined) {
@@ -234,6 +246,10 @@ export class Api {
   }
 
   health = () => this.send<{ last_seq: number; ready: boolean }>(call("get", "/api/health"));
+  me = () => this.send<Me>(call("get", "/api/me"));
+  login = (name: string, password: string) => this.send<{ user: { name: string }; csrf: string }>(
+    call("post", "/api/login", { body: { name, password } }));
+  logout = () => this.send<{ ok: boolean }>(call("post", "/api/logout"));
   specs = () => this.send<Spec[]>(call("get", "/api/specs"));
   plugins = () => this.send<Plugin[]>(call("get", "/api/plugins"));
   jobs = (query: QueryOf<Operation<"/api/jobs", "get">> = {}) =>

@@ -9,6 +9,7 @@ import { EventStream } from "./events";
 import type { LinkState } from "./events";
 import { Gallery } from "./gallery";
 import { Queue } from "./queue";
+import { signInPage, userBadge, whoAmI } from "./signin";
 import { Viewer } from "./viewer";
 import { Workers } from "./workers";
 import { workspace } from "./workspace";
@@ -104,8 +105,15 @@ function tokenDialog(api: Api, why = ""): void {
 
 async function boot(root: HTMLElement): Promise<void> {
   const api = new Api();
+  const me = await whoAmI(api);
+  if (me === null) {  // the server asks for a sign-in: a session cookie, or a token
+    await signInPage(root, api, () => tokenDialog(api));
+    location.reload();
+    return;
+  }
   const app = new App(api);
-  api.onUnauthorized = () => tokenDialog(api, api.token ? "That token was refused." : "");
+  api.onUnauthorized = () => me.via === "session" ? location.reload()
+    : tokenDialog(api, api.token ? "That token was refused." : "");
   const drawer = new Drawer(app);
   const viewer = new Viewer(app, {
     useAgain: (job) => drawer.load(job),
@@ -115,6 +123,7 @@ async function boot(root: HTMLElement): Promise<void> {
   const gallery = new Gallery(app, viewer);
   const workers = new Workers(app);
   const top = header(app, () => tokenDialog(api));
+  top.el.querySelector(".spacer")?.after(userBadge(me, api));
   const events = new EventStream(api, (e) => app.apply(e), top.link);
   fill(root, top.el, h("main", { class: "layout" },
     drawer.el, workspace(app, gallery.el, viewer, drawer.el),
