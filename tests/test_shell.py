@@ -61,6 +61,14 @@ class Terminal:
         """The row the cursor is on."""
         return self.screen.display[self.screen.cursor.y].rstrip()
 
+    def wait_line(self, ending: str, timeout: float = 15.0) -> None:
+        """Until the cursor's row ends with `ending` (completion is asynchronous)."""
+        deadline = time.monotonic() + timeout
+        while not self.line().endswith(ending):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the line is {self.line()!r}, not ...{ending!r}")
+            self.pump()
+
     def send(self, keys: str, settle: float = 0.3) -> None:
         self.child.send(keys)
         end = time.monotonic() + settle
@@ -139,13 +147,13 @@ def test_completion_from_the_live_catalog(server: ServerProcess, work: Path,
 def test_tab_completes_in_a_terminal(term: Terminal) -> None:
     term.clear()
     term.send("run testing.ec\t")
-    assert term.line().endswith("sc> run testing.echo")
+    term.wait_line("sc> run testing.echo")
     term.send("\t")  # the menu of its params, with their schema
     term.wait(r"n=\s+integer = 1 \[1\.\.10\] - repeats")
     term.send("\x1b")
     term.clear()
     term.send("run testing.invert image=tiny\t")
-    assert term.line().endswith("image=tiny_input.png")
+    term.wait_line("image=tiny_input.png")
 
 
 def test_run_shows_progress_and_outputs(term: Terminal, work: Path) -> None:
