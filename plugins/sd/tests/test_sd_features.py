@@ -146,3 +146,21 @@ def test_controlnet_with_canny(client: Client, tmp_path: Path) -> None:
     assert "cannot load ControlNet" in bad["error"] and "broken.safetensors" in bad["error"]
     missing = client.run("sd.txt2img", {**SMALL, "controlnet": "tiny-canny"})
     assert missing["state"] == "failed" and "needs a `control` image" in missing["error"]
+
+
+def test_outpaint_keeps_the_original(client: Client, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    source = tmp_path / "photo.png"
+    PIL.Image.fromarray(photo).save(source)
+    job = client.run("sd.outpaint", {"model": "tiny-sd", "steps": 3, "scheduler": "euler",
+                                     "prompt": "sky", "seed": 1, "left": 16, "top": 8,
+                                     "right": 5, "mask_blur": 4}, {"image": source})
+    assert job["state"] == "succeeded", job["error"]
+    out = pixels(client, job, tmp_path)
+    assert out.shape == (32, 56, 3)  # 24+8 high; 16+32+5 = 53 wide, grown to 56
+    assert np.array_equal(out[8:32, 16:48], photo)
+    assert not np.array_equal(out[:8, :16], np.broadcast_to(photo[0, 0], (8, 16, 3)))
+    assert "Size: 56x32" in info(client, job, tmp_path)
+    none = client.run("sd.outpaint", {"model": "tiny-sd"}, {"image": source})
+    assert none["state"] == "failed" and "at least one side" in none["error"]

@@ -15,6 +15,7 @@ from typing import Any
 import PIL.Image
 import torch
 
+from sc_sd import canvas as canvases
 from sc_sd import embeddings, hires
 from sc_sd.control import load_controlnet
 from sc_sd.infotext import infotext
@@ -94,6 +95,24 @@ def run(ctx: Context, mode: str, params: dict[str, list[Any]], images: list[Any]
             item.picture = picture
     # 5. one result per job, each image carrying its own parameters text
     return results(mode, jobs, items)
+
+
+def outpaint(ctx: Context, image: PIL.Image.Image, sides: tuple[int, int, int, int], blur: int,
+             params: dict[str, Any]) -> Generated:
+    """One outpaint job: inpaint the border of the grown canvas, keep the original."""
+    left, right, top, bottom = sides
+    if not any(sides):
+        raise ValueError("outpaint needs at least one side to extend (left, right, top, bottom)")
+    canvas = canvases.extend(image, left, right, top, bottom)
+    width, height = canvas.image.size
+    if max(width, height) > 2048:
+        raise ValueError(f"the extended canvas {width}x{height} is above 2048 pixels")
+    params = {**params, "width": width, "height": height, "controlnet": "none",
+              "control_strength": 1.0, "control_start": 0.0, "control_end": 1.0}
+    (made,) = run(ctx, "inpaint", {k: [v] for k, v in params.items()},
+                  images=[canvas.image], masks=[canvas.mask])
+    pictures = [canvases.blend(canvas, pic, blur) for pic in made.images or [made.image]]
+    return Generated(pictures[0], made.info, pictures if made.images else None)
 
 
 def check(mode: str, jobs: list[dict[str, Any]], controls: list[Any]) -> None:

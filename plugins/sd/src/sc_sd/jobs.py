@@ -143,6 +143,26 @@ def inpaint(ctx: Context, image: Image, mask: Mask, prompt: Prompt = "",
         control_end=control_end), images=image, masks=mask, controls=control)
 
 
+Extend = Annotated[int, Field(ge=0, le=1024, description="pixels to add on this side")]
+
+
+@job(description="Stable Diffusion: extend the canvas on chosen sides and paint the new "
+                 "border; the original pixels stay as they are.", model_param="model")
+def outpaint(ctx: Context, image: Image, prompt: Prompt = "", negative_prompt: Negative = "",
+             left: Extend = 0, right: Extend = 0, top: Extend = 0, bottom: Extend = 0,
+             mask_blur: Annotated[int, Field(ge=0, le=64, description=(
+                 "pixels over which the new border fades into the old edge"))] = 8,
+             strength: Strength = 1.0, model: Model = CHOICES[0], steps: Steps = 20,
+             guidance_scale: Guidance = 7.0, scheduler: Sampler = "dpmpp_2m_karras",
+             seed: Seed = -1, num_images: Count = 1, loras: Loras = ()) -> Generated:
+    from sc_sd import generate  # torch and diffusers load here, at the first SD job
+
+    return generate.outpaint(ctx, image, (left, right, top, bottom), mask_blur, dict(
+        prompt=prompt, negative_prompt=negative_prompt, strength=strength, model=model,
+        steps=steps, guidance_scale=guidance_scale, scheduler=scheduler, seed=seed,
+        num_images=num_images, loras=loras))
+
+
 @job(description="Canny edges of an image (white on black): the control image of a canny "
                  "ControlNet.")
 def canny(image: Image, low: Annotated[int, Field(ge=0, le=255, description=(
