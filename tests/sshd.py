@@ -1,5 +1,6 @@
 """A real OpenSSH server for the node tests: 127.0.0.1 only, a free port, its own host key,
-one authorized client key, logging in as the current user. Loaded by test_nodes.py and
+one authorized client key, logging in as the current user; `env` is set in its sessions
+(as a machine's own settings would be). Loaded by test_nodes.py and
 test_cloud.py (it is not a test module)."""
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def fingerprint(key: Path) -> str:
 
 
 class Sshd:
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -47,6 +49,7 @@ class Sshd:
         self.host_key = keygen(folder / "host_key")
         self.client_key = keygen(folder / "client_key")
         (folder / "authorized_keys").write_text(self.client_key.with_suffix(".pub").read_text())
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -71,7 +74,7 @@ KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 Subsystem sftp internal-sftp
 LogLevel ERROR
-""")
+""" + (f"SetEnv {' '.join(f'{k}={v}' for k, v in self.env.items())}\n" if self.env else ""))
         return path
 
     def start(self) -> Sshd:

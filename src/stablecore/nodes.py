@@ -5,8 +5,10 @@
 2. check the machine: Python, free disk, GPUs; say everything that is missing at once;
 3. install the same stable-core and plugins into a venv there (`bundle.py`), unless the venv
    already holds exactly that;
-4. start one worker per GPU (or `cpu_workers`) on SSH channels; they join the pool.
-Steps 1-2 answer the request; 3-4 run on, reported as `node.log`, then `node.up` or
+4. put the model files those plugins declare in the node's cache: pulled there from their
+   sources, or sent from ours (`node_models.py`);
+5. start one worker per GPU (or `cpu_workers`) on SSH channels; they join the pool.
+Steps 1-2 answer the request; 3-5 run on, reported as `node.log`, then `node.up` or
 `node.failed`. Records live in data/nodes.json; at server start every node reconnects.
 """
 
@@ -30,12 +32,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stablecore import bundle as bundles
 from stablecore import cloud as providers
-from stablecore import node_setup
+from stablecore import node_models, node_setup
 from stablecore.config import Settings
 from stablecore.engine.engine import Engine
 from stablecore.engine.link import WorkerState
 from stablecore.engine.ssh import SshLink, SshNode, Target, forget_host_key, trust_host_key
 from stablecore.errors import Conflict, InvalidParams, NodeError, NotFound, StableCoreError
+from stablecore.modelfiles import models_cache
 from stablecore.store import Store
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
@@ -44,6 +47,7 @@ MIN_DISK_GB = 2.0
 UP_WAIT_S = 300.0
 LOG_LINES = 1000
 IDLE_CHECK_S = 1.0
+MODEL_CACHE = "model-cache"  # in the node's folder: what STABLECORE_MODELS_CACHE is there
 
 
 class CloudInfo(BaseModel):
@@ -79,6 +83,10 @@ class NodeRequest(BaseModel):
                             "caches and scratch files")
     system_site_packages: bool = Field(False, description="the venv also sees that Python's "
                                        "packages (e.g. torch of a GPU image)")
+    models: Literal["pull", "push", "skip"] = Field(
+        "pull", description="the model files the plugins declare: 'pull' them on the node from "
+        "their sources, 'push' those this server's cache has over SSH (the node pulls the "
+        "rest), or 'skip'")
     cloud: CloudInfo | None = Field(None, description="a rented machine (`stable-core "
                                     "cloud ... up`): destroyed once idle")
 
@@ -96,6 +104,7 @@ class NodeRecord:
     python: str = "python3"
     remote_dir: str = "~/.stablecore"
     system_site_packages: bool = False
+    models: str = "pull"  # pull, push or skip
     dir: str = ""  # remote_dir as the node resolved it
     devices: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
@@ -112,6 +121,7 @@ class Node:
     error: str | None = None
     log: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     bytes_installed: int = 0
+    bytes_models: int = 0  # model files sent from our cache by the last `nodes add`
 
 
 class Nodes:
@@ -197,8 +207,8 @@ class Nodes:
             old.ssh.close()
         record = NodeRecord(name, target.url, key, fingerprint, req.gpus, req.cpu_workers,
                             req.plugins or [], req.python, req.remote_dir,
-                            req.system_site_packages, facts["dir"], devices, facts, time.time(),
-                            req.cloud.model_dump() if req.cloud else None)
+                            req.system_site_packages, req.models, facts["dir"], devices, facts,
+                            time.time(), req.cloud.model_dump() if req.cloud else None)
         node = Node(record, ssh)
         ssh.log = lambda line: self._log(node, line)
         self.nodes[name] = node
@@ -259,6 +269,9 @@ class Nodes:
         try:
             node.state = "installing"
             await self._install(node, plugins)
+            if node.record.models != "skip":
+                node.state = "models"
+                await self._models(node)
             node.state = "starting"
             node.links = self._links(node)
             await self.engine.pool.add(node.links)
@@ -320,6 +333,15 @@ class Nodes:
         self._log(node, f"installed stable-core and {', '.join(bundle.plugins) or 'no plugins'}"
                   f" into {r.dir}/venv")
 
+    async def _models(self, node: Node) -> None:
+        """Step 4: the declared model files into the node's cache, before its workers start."""
+        r = node.record
+        conn = await node.ssh.connection()
+        done = await node_models.provide(
+            conn, f"{r.dir}/venv/bin/python", f"{r.dir}/{MODEL_CACHE}", r.plugins,
+            r.models == "push", models_cache(os.environ), lambda line: self._log(node, line))
+        node.bytes_models = done.bytes_pushed
+
     async def _setup(self, node: Node, command: str, plan: dict[str, Any]) -> str:
         """Run node_setup.py there, its output lines as `node.log` events; its last line."""
         r = node.record
@@ -341,7 +363,7 @@ class Nodes:
         return last
 
     def _links(self, node: Node) -> list[SshLink]:
-        """Step 4: one worker per device, in the node's venv, on a channel each."""
+        """Step 5: one worker per device, in the node's venv, on a channel each."""
         r, s = node.record, self.settings
         links = []
         for i, device in enumerate(r.devices):
@@ -353,7 +375,8 @@ class Nodes:
                        "--max-input-mpx", str(s.max_input_mpx)]
             if r.plugins:
                 command += ["--plugins", ",".join(r.plugins)]
-            env = {"STABLECORE_MODELS_HOME": f"{r.dir}/models"}
+            env = {"STABLECORE_MODELS_HOME": f"{r.dir}/models",
+                   "STABLECORE_MODELS_CACHE": f"{r.dir}/{MODEL_CACHE}"}
             if device.startswith("cuda:"):
                 env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
             links.append(SshLink(name, device, node=node.ssh, command=command, env=env,
@@ -434,7 +457,8 @@ class Nodes:
                 "models": sorted({m["key"] for w in workers for m in w["models"]}),
                 "bytes_sent": sum(w["blob_bytes_sent"] for w in workers),
                 "bytes_received": sum(w["bytes_received"] for w in workers),
-                "bytes_installed": node.bytes_installed,
+                "bytes_installed": node.bytes_installed, "bytes_models": node.bytes_models,
+                "models_mode": r.models,
                 "idle_s": (time.monotonic() - max(idle)) if idle and all(idle) else 0.0,
                 "created": r.created,
                 "cloud": {**r.cloud, "cost": self._cost(r.cloud)} if r.cloud else None}

@@ -83,14 +83,23 @@ def add(
     system_site_packages: Annotated[bool, typer.Option(
         help="the node's venv also sees its Python's packages (e.g. torch of a GPU image)")
     ] = False,
+    push_models: Annotated[bool, typer.Option(
+        help="send the plugins' model files from this server's cache over SSH instead of "
+             "pulling them on the node (what the cache lacks is still pulled there)")] = False,
+    skip_models: Annotated[bool, typer.Option(
+        help="leave the plugins' model files alone")] = False,
     url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
     """Add a machine: verify its host key, check it, install the same stable-core and plugins
-    there, start one worker per GPU (or --cpu-workers) linked over SSH."""
+    there, pull (or --push-models) the model files they declare, start one worker per GPU (or
+    --cpu-workers) linked over SSH."""
+    if push_models and skip_models:
+        raise fail("--push-models and --skip-models exclude each other")
     body = {"url": target, "name": name, "key": key, "gpus": gpus, "cpu_workers": cpu_workers,
             "host_key": host_key, "accept_new_host_key": accept_new_host_key,
             "plugins": plugins.split(",") if plugins else None, "python": python,
-            "remote_dir": remote_dir, "system_site_packages": system_site_packages}
+            "remote_dir": remote_dir, "system_site_packages": system_site_packages,
+            "models": "push" if push_models else "skip" if skip_models else "pull"}
     add_node(body, url, token)
 
 
