@@ -126,7 +126,7 @@ def test_build_run_and_rerun_a_graph(editor: Editor, stablecore_client: Client,
     page = editor.page
     # a chain, each node added right of the one selected: frames -> tint -> stack -> invert
     frames = editor.add("testing.frames", n=3, size=8)
-    tint = editor.add("testing.tint", amount=40)
+    tint = editor.add("testing.tint")
     stack = editor.add("testing.stack")
     invert = editor.add("testing.invert")
     editor.deselect()
@@ -144,27 +144,38 @@ def test_build_run_and_rerun_a_graph(editor: Editor, stablecore_client: Client,
     editor.connect(stack, "image", invert, "image")
     editor.connect(echo, "text", count, "text", param=True)
     expect(editor.connections()).to_have_count(4)
+    # numbers give each item of a map its own value: ramp -> tint.amount, column v
+    ramp = editor.add("testing.ramp", n=3, step=5)
+    editor.node(tint).locator(".sc-title").click()
+    inspector = page.locator(".nodes-inspector")
+    inspector.get_by_role("button", name="Feed amount from an output").click()
+    page.click(".nodes-fit")
+    editor.connect(ramp, "numbers", tint, "amount", param=True)
+    inspector.locator(".link-column").fill("v")
+    inspector.locator(".link-column").press("Tab")
+    expect(editor.connections()).to_have_count(5)
 
     # a wrong connection is refused: text into an image input
     editor.connect(echo, "text", invert, "image")
     expect(page.locator('.nodes-note[data-tag="refused"]')).to_contain_text("takes an image")
-    expect(editor.connections()).to_have_count(4)
+    expect(editor.connections()).to_have_count(5)
 
     run = editor.run()
     assert run["status"] == 201, run
-    assert set(run["nodes"]) == {frames, tint, stack, invert, echo, count}
+    assert set(run["nodes"]) == {frames, tint, stack, invert, echo, count, ramp}
     for name in run["nodes"]:
         expect(editor.node(name)).to_have_attribute("data-state", "succeeded")
     expect(page.locator(".nodes-run-state")).to_have_text("succeeded")
     done = stablecore_client.workflow(run["id"])
     assert done["state"] == "succeeded"
     assert done["graph"]["nodes"][tint] == {
-        "spec": "testing.tint", "params": {"amount": 40}, "map": "image", "cache": True,
-        "inputs": {"image": {"node": frames, "output": "image", "column": None}}, "links": {}}
+        "spec": "testing.tint", "params": {}, "map": "image", "cache": True,
+        "inputs": {"image": {"node": frames, "output": "image", "column": None}},
+        "links": {"amount": {"node": ramp, "output": "numbers", "column": "v"}}}
     pixels = fetch_image(stablecore_client, done["nodes"][invert]["outputs"]["image"], tmp_path)
     assert pixels.shape == (8, 24, 3)
-    for i in range(3):  # frame i is (20 i, 0, 0), tinted by 40, stacked, inverted
-        assert tuple(pixels[0, 8 * i]) == (255 - 20 * i - 40, 215, 215)
+    for i in range(3):  # frame i is (20 i, 0, 0), tinted by 5 i, stacked, inverted
+        assert tuple(pixels[0, 8 * i]) == (255 - 25 * i, 255 - 5 * i, 255 - 5 * i)
     expect(editor.node(count).locator(".sc-preview")).to_contain_text("5")  # "a b ca b c"
     assert not page.locator(".sc-node[data-cached]").count()
 
@@ -178,7 +189,7 @@ def test_build_run_and_rerun_a_graph(editor: Editor, stablecore_client: Client,
     again = editor.run()
     assert again["id"] != run["id"]
     expect(page.locator(".nodes-run-state")).to_have_text("succeeded")
-    expect(page.locator(".sc-node[data-cached]")).to_have_count(6)
+    expect(page.locator(".sc-node[data-cached]")).to_have_count(7)
     expect(editor.node(tint).locator(".sc-badge.cached")).to_be_visible()
     rerun = stablecore_client.workflow(again["id"])
     assert all(n["cached"] for n in rerun["nodes"].values() if "items" not in n)
@@ -209,6 +220,7 @@ def test_refused_graph_files_and_saved_workflows(editor: Editor, stablecore_clie
     assert run["status"] == 201
     expect(editor.node("say")).to_have_attribute("data-state", "succeeded")
     expect(editor.node("say").locator(".sc-preview")).to_contain_text("hihi")
+    said = stablecore_client.workflow(run["id"])["nodes"]["say"]["outputs"]["text"]["id"]
 
     # save the graph as a file: the JSON of the API; load it back
     with page.expect_download() as download:
@@ -240,6 +252,14 @@ def test_refused_graph_files_and_saved_workflows(editor: Editor, stablecore_clie
     page.click(".nodes-saved")
     page.locator('[data-saved="echo_twice"]').get_by_role("button", name="Open").click()
     expect(editor.node("say")).to_be_visible()
+
+    # a node's result in the gallery opens its graph, with that run on it
+    page.click("button:text('Clear')")
+    page.click('.view-tab[data-view="gallery"]')
+    page.locator(f'.gallery .card[data-artifact="{said}"]').click()
+    page.locator("dialog.viewer").get_by_role("button", name="Open its graph").click()
+    expect(editor.node("say")).to_have_attribute("data-state", "succeeded")
+    assert page.locator(".nodes-graph-name").input_value() == "echo twice"
     editor.assert_clean(allow=("422",))
 
 

@@ -468,6 +468,17 @@ export class NodesView {
     }
   }
 
+  /** A run's graph in the editor, and the run on it. */
+  async openRun(id: string): Promise<void> {
+    try {
+      const run = await this.app.api.workflow(id);
+      await this.load(run.graph);
+      this.follow(run);
+    } catch (e) {
+      this.say(`Cannot open ${id}: ${e instanceof Error ? e.message : e}`, "error");
+    }
+  }
+
   /** Leaving the view: the drawer comes back. */
   hide(): void {
     this.inspect(null);
@@ -705,6 +716,9 @@ export class NodesView {
           from.length ? `← ${from.join(", ")}` : "← connect an output to its socket"));
         field.el.querySelectorAll("input, select, textarea, button:not(.link-param)")
           .forEach((c) => { (c as HTMLInputElement).disabled = true; });
+        const numbers = conns.find((c) => c.target === node.id && c.targetInput === PARAM + param
+                                          && c.kind === "numbers");
+        if (numbers) field.el.append(columnPicker(numbers, () => this.changed()));
       }
       return field.el;
     });
@@ -714,6 +728,7 @@ export class NodesView {
       for (const [key, field] of fields) {
         if (!key.startsWith("params.")) continue;
         const param = key.slice(7);
+        if (node.inputs[PARAM + param]) continue;  // fed from an output
         let value: unknown;
         try {
           value = field.value();
@@ -1305,6 +1320,17 @@ export class NodesView {
     this.note.className = `nodes-note ${kind}`;
     this.note.dataset.tag = tag;
   }
+}
+
+/** Which column of a numbers output gives each item its value (default: the first). */
+function columnPicker(conn: Conn, changed: () => void): HTMLElement {
+  const input = h("input", { type: "text", value: conn.column ?? "", class: "link-column",
+                             placeholder: "the first", "aria-label": "Numbers column" });
+  input.addEventListener("change", () => {
+    conn.column = input.value.trim() || null;
+    changed();
+  });
+  return h("label", { class: "column-row" }, "one value per item from column", input);
 }
 
 function emptyStatus(jobId: string): Status {

@@ -5,6 +5,7 @@ import type { App } from "./app";
 import type { Artifact, Job } from "./api";
 import { fill, h, modal, timeAgo } from "./dom";
 import { accepts, label, renderArtifact } from "./media";
+import { openGraph } from "./workspace";
 
 export interface ViewerActions {
   useAgain(job: Job): void;
@@ -64,6 +65,10 @@ export class Viewer {
         job ? h("button", { class: "primary", type: "button",
                             onclick: () => { this.actions.useAgain(job); dialog.close(); } },
           "Use these again") : null,
+        job && workflowOf(job) ? h("button", {
+          type: "button", title: "The workflow that made it, in the node editor",
+          onclick: () => { openGraph(workflowOf(job)!); dialog.close(); } }, "Open its graph")
+          : null,
         targets.length ? sendTo : null,
         h("a", { class: "button", href: api.artifactUrl(art.id), download: info.name }, "Download"),
         h("a", { class: "button", href: api.artifactUrl(art.id), target: "_blank",
@@ -85,4 +90,9 @@ export class Viewer {
               id, name, kind: this.app.specs.get(job.spec)?.inputs[name]?.kind ?? "image" }, true),
               h("figcaption", null, name)))))] : null);
   }
+}
+
+/** The workflow run a job was a node of, if any. */
+function workflowOf(job: Job): string | null {
+  return (job as Job & { workflow_id?: string | null }).workflow_id ?? null;
 }

@@ -8,6 +8,13 @@ import "./workspace.css";
 
 type View = "gallery" | "nodes";
 
+const OPEN_GRAPH = "stablecore:open-graph";
+
+/** Show a workflow run's graph, and the run, in the node editor. */
+export function openGraph(workflowId: string): void {
+  document.dispatchEvent(new CustomEvent(OPEN_GRAPH, { detail: workflowId }));
+}
+
 /** `drawer`: the job drawer, which makes room for a selected node's settings. */
 export function workspace(app: App, gallery: HTMLElement, viewer: Viewer,
                           drawer: HTMLElement): HTMLElement {
@@ -18,7 +25,7 @@ export function workspace(app: App, gallery: HTMLElement, viewer: Viewer,
   const tabs = h("div", { class: "view-tabs", role: "tablist" },
     tab("gallery", "Gallery"), tab("nodes", "Nodes"));
   let editor: Promise<unknown> | null = null;
-  let nodes: { hide(): void } | null = null;
+  let nodes: { hide(): void; openRun(id: string): Promise<void> } | null = null;
   const show = (view: View, remember = true) => {
     gallery.hidden = view !== "gallery";
     nodesBox.hidden = view !== "nodes";
@@ -39,6 +46,10 @@ export function workspace(app: App, gallery: HTMLElement, viewer: Viewer,
       });
     }
   };
+  document.addEventListener(OPEN_GRAPH, (e) => {
+    show("nodes");
+    void editor?.then(() => nodes?.openRun((e as CustomEvent<string>).detail));
+  });
   const el = h("div", { class: "workspace" }, tabs, gallery, nodesBox);
   // the catalog is needed first: open the editor once it is there
   app.on("catalog", () => { if (location.hash === "#nodes" && !editor) show("nodes"); });
