@@ -127,6 +127,11 @@ def test_addon_in_headless_blender(server: ServerProcess, tmp_path: Path) -> Non
     assert rows[0] == [[0, 255, 255, 255]] * 6 and rows[1] == rows[0]
     assert rows[3] == [[204, 153, 102, 255]] * 6 and rows[2] == rows[3]
     assert results["texture"] == "testing.invert image"
+    assert results["spaces"] == ["IMAGE_EDITOR", "VIEW_3D"]  # registered sidebar panels
+    panel = results["panel"]  # drawn against UILayout's real signatures
+    for shown in ("prop url", "prop token", "prop_search", "prop in_image_source",
+                  "prop in_image_image", "prop to_material", "progress", "prop frames_dir"):
+        assert shown in panel, panel
     assert results["echo"] == "ababab"
     assert results["enum_items"] == ["exit", "sigkill", "segv"]
     assert results["camera"] == [16, 8]  # the active camera rendered with Cycles

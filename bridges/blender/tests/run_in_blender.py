@@ -49,6 +49,29 @@ def pixels(image) -> list:
     return np.round(values.reshape(h, w, 4)[::-1] * 255).astype(int).tolist()
 
 
+class CheckedLayout:
+    """Stands in for a UILayout, which exists only in a window: each call the panel makes is
+    checked against UILayout's own signature (RNA), and each property it shows must exist."""
+
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+
+    def __getattr__(self, name: str):
+        params = set(bpy.types.UILayout.bl_rna.functions[name].parameters.keys())
+
+        def call(*args, **kw):
+            assert not set(kw) - params, f"UILayout.{name} takes no {set(kw) - params}"
+            if name in ("prop", "prop_search"):
+                assert args[1] in args[0].bl_rna.properties, f"no property {args[1]!r}"
+            if name == "operator":
+                module, op = args[0].split(".")
+                assert hasattr(getattr(bpy.ops, module), op), f"no operator {args[0]}"
+            self.calls.append(name if name != "prop" else f"prop {args[1]}")
+            return CheckedLayout(self.calls)
+
+        return call
+
+
 def run(job: str) -> None:
     ui = importlib.import_module(ADDON + ".ui")
     bpy.context.scene.stablecore.job = job
@@ -79,6 +102,11 @@ def main() -> None:
     bpy.context.view_layer.objects.active = bpy.data.objects["Cube"]
     run("testing.invert")
     out = bpy.data.images["testing.invert image"]
+    calls: list = []
+    ui.draw_panel(CheckedLayout(calls), bpy.context)  # what both sidebar panels draw
+    results["panel"] = calls
+    results["spaces"] = sorted(getattr(bpy.types, n).bl_space_type for n in dir(bpy.types)
+                               if n.startswith("STABLECORE_PT_"))
     results["invert"] = {"size": list(out.size), "pixels": pixels(out), "packed": bool(
         out.packed_file), "status": status()}
     node = bpy.data.objects["Cube"].active_material.node_tree.nodes.get("stable-core")
