@@ -68,7 +68,7 @@ def test_fewest_running_goes_first_and_priority_still_rules() -> None:
 
 def test_one_owner_keeps_the_queue_as_it_is() -> None:
     queue = queue_of("alice", 5, 1)
-    assert fair_share(queue) == queue
+    assert list(fair_share(queue)) == queue
 
 
 def test_the_store_gives_each_owner_its_head_and_share(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_the_store_gives_each_owner_its_head_and_share(tmp_path: Path) -> None:
                       f" 'queued', 0);" for o in ("a", "b") for i in range(100))
             + "UPDATE jobs SET state = 'running', started = 5 WHERE id = 'a0';")
         head = store.queued(10)
-        assert Counter(j.owner for j in head) == {"a": 10, "b": 10}
+        assert Counter(j.owner for j in head) == {"a": 16, "b": 16}  # at least 16 each
         a, b = (next(j for j in head if j.owner == o) for o in ("a", "b"))
         assert (a.owner_running, a.owner_started) == (1, 5.0)
         assert (b.owner_running, b.owner_started) == (0, 0.0)

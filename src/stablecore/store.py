@@ -270,8 +270,9 @@ class Store:
         With `specs`, only jobs of those specs: what the idle workers can run, so jobs no idle
         worker takes (an isolated plugin's, GPU-only ones) never hide the rest behind them.
 
-        With several owners queuing, the head of each owner's queue, each job with how many of
-        its owner's jobs run and when their latest started, for the scheduler's fair share."""
+        With several owners queuing, the head of each owner's queue (an equal part of `limit`,
+        at least 16), each job with how many of its owner's jobs run and when their latest
+        started, for the scheduler's fair share."""
         where, args = "state = 'queued'", []
         if specs is not None:
             where += f" AND spec IN ({','.join('?' * len(specs))})"
@@ -284,12 +285,12 @@ class Store:
             return [QueuedJob(*r) for r in rows]
         running = dict(self.db.execute(
             "SELECT owner, COUNT(*) FROM jobs WHERE state = 'running' GROUP BY owner").fetchall())
-        jobs = []
+        jobs, part = [], max(limit // len(owners), 16)
         for owner in owners:
             started = self.db.execute("SELECT MAX(started) FROM jobs WHERE owner IS ?",
                                       (owner,)).fetchone()[0] or 0.0
             rows = self.db.execute(f"SELECT {columns} FROM jobs WHERE {where} AND owner IS ?"
-                                   " ORDER BY priority DESC, seq LIMIT ?", (*args, owner, limit))
+                                   " ORDER BY priority DESC, seq LIMIT ?", (*args, owner, part))
             jobs += [QueuedJob(*r, owner_running=running.get(owner, 0), owner_started=started)
                      for r in rows]
         return sorted(jobs, key=lambda j: (-j.priority, j.seq))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from stablecore.store import QueuedJob
@@ -33,12 +33,11 @@ def plan(queue: Sequence[QueuedJob], idle: Sequence[WorkerView], batch_max: dict
     Queued jobs with the job's batch key join it, up to the spec's `batch_max`.
     With several owners in the queue, it is taken in `fair_share` order.
     """
-    queue = fair_share(queue)
     free = list(idle)
     taken: set[str] = set()
     wanted = {j.model_key for j in queue if j.model_key}
     out: list[tuple[WorkerView, list[QueuedJob]]] = []
-    for job in queue:
+    for job in fair_share(queue):
         if not free:
             break
         if job.id in taken:
@@ -63,17 +62,18 @@ def plan(queue: Sequence[QueuedJob], idle: Sequence[WorkerView], batch_max: dict
     return out
 
 
-def fair_share(queue: Sequence[QueuedJob]) -> list[QueuedJob]:
+def fair_share(queue: Sequence[QueuedJob]) -> Iterator[QueuedJob]:
     """The queue, each priority level shared out among its owners in turns, so that one
-    owner's thousand jobs do not run before another's first.
+    owner's thousand jobs do not run before another's first. Lazy: `plan` takes only as many
+    as there are idle workers.
 
     The next turn goes to the owner with the fewest jobs running (counting those given turns
     here), then to the one whose latest job started longest ago; each owner's own jobs keep
     their order. With one owner the queue is returned as it is.
     """
     if len({j.owner for j in queue}) <= 1:
-        return list(queue)
-    order: list[QueuedJob] = []
+        yield from queue
+        return
     ranked = sorted(queue, key=lambda j: (-j.priority, j.seq))
     for _, level in itertools.groupby(ranked, key=lambda j: j.priority):
         lines: dict[str | None, deque[QueuedJob]] = {}
@@ -87,8 +87,7 @@ def fair_share(queue: Sequence[QueuedJob]) -> list[QueuedJob]:
         while heap:
             running, _, _, _, owner = heapq.heappop(heap)
             line = lines[owner]
-            order.append(line.popleft())
+            yield line.popleft()
             if line:
                 served = next(turn)
                 heapq.heappush(heap, (running + 1, 1, served, served, owner))
-    return order
