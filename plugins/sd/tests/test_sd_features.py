@@ -164,3 +164,30 @@ def test_outpaint_keeps_the_original(client: Client, tmp_path: Path) -> None:
     assert "Size: 56x32" in info(client, job, tmp_path)
     none = client.run("sd.outpaint", {"model": "tiny-sd"}, {"image": source})
     assert none["state"] == "failed" and "at least one side" in none["error"]
+
+
+def test_read_params_from_png_and_jpeg(client: Client, tmp_path: Path) -> None:
+    made = run_ok(client, "sd.txt2img", {"prompt": "a (red:1.2) fox", "seed": 9,
+                                         "loras": [{"name": "grain", "weight": 0.5}]})
+    job = client.run("sd.read_params", {}, {"image": made["outputs"]["image"]["id"]})
+    assert job["state"] == "succeeded", job["error"]
+    assert job["outputs"]["json"]["kind"] == "json"
+    got = job["outputs"]["json"]["value"]
+    assert got["spec"] == "sd.txt2img"
+    again = run_ok(client, got["spec"], got["params"])  # "use these again"
+    assert np.array_equal(pixels(client, again, tmp_path), pixels(client, made, tmp_path))
+    text = "a castle\nNegative prompt: fog\nSteps: 25, Sampler: Euler a, CFG scale: 7, Seed: 3, " \
+           "Size: 512x512, Model: sd15"
+    exif = PIL.Image.Exif()
+    exif.get_ifd(0x8769)[0x9286] = b"UNICODE\x00" + text.encode("utf-16-be")
+    jpeg = tmp_path / "a1111.jpg"
+    PIL.Image.new("RGB", (16, 16)).save(jpeg, exif=exif)
+    job = client.run("sd.read_params", {}, {"image": jpeg})
+    assert job["state"] == "succeeded", job["error"]
+    assert job["outputs"]["json"]["value"]["params"] == {
+        "prompt": "a castle", "negative_prompt": "fog", "steps": 25, "scheduler": "euler_a",
+        "guidance_scale": 7.0, "seed": 3, "width": 512, "height": 512, "model": "sd15"}
+    plain = tmp_path / "plain.png"
+    PIL.Image.new("RGB", (8, 8)).save(plain)
+    job = client.run("sd.read_params", {}, {"image": plain})
+    assert job["state"] == "failed" and "carries no generation parameters" in job["error"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sc_sd.infotext import infotext
+from sc_sd.infotext import infotext, to_params
 from sc_sd.options import Options
 from sc_sd.prompts import take_loras, weights
 from sc_sd.sources import DEFAULT_HUB_MODEL, choices, resolve, scan
@@ -67,3 +67,29 @@ def test_lora_tags_come_out_of_the_prompt() -> None:
     assert take_loras("a <lora:film grain:0.5> cat <lora:sub/x>") == (
         "a  cat ", [("film grain", 0.5), ("sub/x", 1.0)])
     assert take_loras("no tags") == ("no tags", [])
+
+
+def test_a1111_text_reads_back_into_params() -> None:
+    text = ("a (red:1.2) fox, <lora:grain:0.5>\nin snow\nNegative prompt: blurry, dark\n"
+            "Steps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 42, "
+            "Size: 512x768, Model hash: abc123, Model: dreamshaper_8, Denoising strength: 0.45, "
+            "Hires upscale: 2, Hires steps: 10, Hires upscaler: Latent (bicubic), "
+            'ControlNet 0: "Module: canny, Model: control_v11p_sd15_canny [d14c016b], '
+            'Weight: 0.8, Guidance Start: 0.1, Guidance End: 0.9", Version: v1.10.1')
+    got = to_params(text)
+    assert got["spec"] == "sd.txt2img"
+    assert got["params"] == {
+        "prompt": "a (red:1.2) fox, <lora:grain:0.5>\nin snow", "negative_prompt": "blurry, dark",
+        "steps": 30, "scheduler": "dpmpp_2m_karras", "guidance_scale": 6.5, "seed": 42,
+        "width": 512, "height": 768, "model": "dreamshaper_8", "hires_denoise": 0.45,
+        "hires_scale": 2.0, "hires_steps": 10, "hires_upscaler": "latent",
+        "controlnet": "control_v11p_sd15_canny", "control_strength": 0.8, "control_start": 0.1,
+        "control_end": 0.9}
+    assert got["other"] == {"Model hash": "abc123", "Version": "v1.10.1"}
+    ours = infotext(prompt="p", negative_prompt="", steps=4, sampler="euler_a",
+                    guidance_scale=7, seed=1, width=64, height=64, model="m, x", strength=0.5,
+                    extra=[("Loras", "<lora:a:1> <lora:b/c:0.5>")])
+    assert to_params(ours)["params"] == {
+        "prompt": "p", "negative_prompt": "", "steps": 4, "scheduler": "euler_a",
+        "guidance_scale": 7.0, "seed": 1, "width": 64, "height": 64, "model": "m, x",
+        "strength": 0.5, "loras": [{"name": "a", "weight": 1.0}, {"name": "b/c", "weight": 0.5}]}

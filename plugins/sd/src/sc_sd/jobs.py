@@ -163,6 +163,14 @@ def outpaint(ctx: Context, image: Image, prompt: Prompt = "", negative_prompt: N
         num_images=num_images, loras=loras))
 
 
+@job(description="Read the generation parameters an image carries (A1111's `parameters` PNG "
+                 "text or JPEG/WebP EXIF comment): the sd job and params to make it again.")
+def read_params(image: Image) -> dict[str, Any]:
+    from sc_sd.infotext import read_image
+
+    return read_image(image)
+
+
 @job(description="Canny edges of an image (white on black): the control image of a canny "
                  "ControlNet.")
 def canny(image: Image, low: Annotated[int, Field(ge=0, le=255, description=(
