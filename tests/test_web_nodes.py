@@ -121,6 +121,42 @@ def editor(browser, stablecore_server: ServerProcess) -> Iterator[Editor]:
     tab.context.close()
 
 
+def test_screenshot_of_the_node_editor(editor: Editor, stablecore_client: Client,
+                                       tmp_path: Path) -> None:
+    """Shipped plugins in a graph, run, with a node's settings open: the README's picture
+    (first, so the queue beside it shows this graph's jobs only)."""
+    out = ROOT / "docs" if os.environ.get("STABLECORE_SCREENSHOTS") else tmp_path
+    panels = PIL.Image.open(ROOT / "docs" / "example-images.png")  # docs/examples.py made it
+    panels.crop((0, 0, 384, 256)).save(tmp_path / "scene.png")
+    panels.crop((784, 0, 1168, 256)).save(tmp_path / "autumn.png")
+    scene = stablecore_client.upload(tmp_path / "scene.png")["id"]
+    autumn = stablecore_client.upload(tmp_path / "autumn.png")["id"]
+    graph = {"name": "autumn turn", "nodes": {
+        "turn": {"spec": "transform2d.transform", "inputs": {"image": scene},
+                 "params": {"rotate": 12, "scale": 1.3, "border": "reflect"}},
+        "recolour": {"spec": "palette.match", "params": {"strength": 0.9},
+                     "inputs": {"image": {"node": "turn", "output": "image"},
+                                "reference": autumn}},
+        "colours": {"spec": "palette.extract", "params": {"colors": 6},
+                    "inputs": {"image": {"node": "recolour", "output": "image"}}}}}
+    (tmp_path / "autumn.json").write_text(json.dumps(graph))
+    page = editor.page
+    page.set_input_files(".nodes-toolbar input[type=file]", tmp_path / "autumn.json")
+    expect(editor.connections()).to_have_count(2)
+    run = editor.run()
+    assert run["status"] == 201, run
+    expect(page.locator(".nodes-run-state")).to_have_text("succeeded")
+    editor.node("recolour").locator(".sc-title").click()
+    expect(page.locator(".nodes-inspector")).to_be_visible()
+    page.click(".nodes-fit")
+    for img in page.locator(".sc-preview img").all():
+        expect(img).to_have_js_property("complete", True)
+    page.mouse.move(0, 0)
+    page.screenshot(path=out / "screenshot-nodes.png")
+    assert (out / "screenshot-nodes.png").stat().st_size > 10_000
+    editor.assert_clean()
+
+
 def test_build_run_and_rerun_a_graph(editor: Editor, stablecore_client: Client,
                                      tmp_path: Path) -> None:
     page = editor.page
@@ -293,39 +329,4 @@ def test_progress_previews_reload_and_cancel(editor: Editor, tmp_path: Path) -> 
     expect(editor.node("wait")).to_have_attribute("data-state", "cancelled")
     expect(editor.node("after")).to_have_attribute("data-state", "cancelled")
     expect(page.locator(".nodes-run-state")).to_have_text("cancelled")
-    editor.assert_clean()
-
-
-def test_screenshot_of_the_node_editor(editor: Editor, stablecore_client: Client,
-                                       tmp_path: Path) -> None:
-    """Shipped plugins in a graph, run, with a node's settings open: the README's picture."""
-    out = ROOT / "docs" if os.environ.get("STABLECORE_SCREENSHOTS") else tmp_path
-    panels = PIL.Image.open(ROOT / "docs" / "example-images.png")  # docs/examples.py made it
-    panels.crop((0, 0, 384, 256)).save(tmp_path / "scene.png")
-    panels.crop((784, 0, 1168, 256)).save(tmp_path / "autumn.png")
-    scene = stablecore_client.upload(tmp_path / "scene.png")["id"]
-    autumn = stablecore_client.upload(tmp_path / "autumn.png")["id"]
-    graph = {"name": "autumn turn", "nodes": {
-        "turn": {"spec": "transform2d.transform", "inputs": {"image": scene},
-                 "params": {"rotate": 12, "scale": 1.3, "border": "reflect"}},
-        "recolour": {"spec": "palette.match", "params": {"strength": 0.9},
-                     "inputs": {"image": {"node": "turn", "output": "image"},
-                                "reference": autumn}},
-        "colours": {"spec": "palette.extract", "params": {"colors": 6},
-                    "inputs": {"image": {"node": "recolour", "output": "image"}}}}}
-    (tmp_path / "autumn.json").write_text(json.dumps(graph))
-    page = editor.page
-    page.set_input_files(".nodes-toolbar input[type=file]", tmp_path / "autumn.json")
-    expect(editor.connections()).to_have_count(2)
-    run = editor.run()
-    assert run["status"] == 201, run
-    expect(page.locator(".nodes-run-state")).to_have_text("succeeded")
-    editor.node("recolour").locator(".sc-title").click()
-    expect(page.locator(".nodes-inspector")).to_be_visible()
-    page.click(".nodes-fit")
-    for img in page.locator(".sc-preview img").all():
-        expect(img).to_have_js_property("complete", True)
-    page.mouse.move(0, 0)
-    page.screenshot(path=out / "screenshot-nodes.png")
-    assert (out / "screenshot-nodes.png").stat().st_size > 10_000
     editor.assert_clean()

@@ -318,6 +318,11 @@ export class NodesView {
     });
     this.nameInput.addEventListener("input", () => this.changed());
     this.canvas.addEventListener("keydown", (e) => this.onKey(e));
+    document.addEventListener("pointerdown", (e) => {  // a click elsewhere closes the picker
+      if (!this.picker.hidden && !(e.target as Element).closest?.(".nodes-add-box")) {
+        this.togglePicker(false);
+      }
+    });
     this.canvas.addEventListener("pointerdown", () => this.canvas.focus({ preventScroll: true }));
     app.on("job", (job) => this.onJob(job));
     app.on("catalog", () => this.renderPicker());
