@@ -262,7 +262,8 @@ class Users:
     # tokens and sessions
     def issue(self, user: User, kind: TokenKind, name: str = "",
               ttl_s: float | None = None) -> tuple[str, Token]:
-        """A new secret for `user`: returned once, only its digest is kept."""
+        """A new secret for `user`: returned once, only its digest is kept. Expired tokens
+        and sessions (of anyone) are deleted on the way."""
         if len(name) > 100:
             raise InvalidParams("a token name has at most 100 characters", field="name")
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -271,6 +272,7 @@ class Users:
                       now + ttl_s if ttl_s else None, None,
                       secrets.token_urlsafe(32) if kind == TokenKind.SESSION else None)
         with self.store.transaction() as db:
+            db.execute("DELETE FROM tokens WHERE expires IS NOT NULL AND expires <= ?", (now,))
             db.execute("INSERT INTO tokens (id, user_id, kind, name, hash, csrf, created,"
                        " expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (token.id, user.id, kind, token.name, digest(secret), token.csrf, now,
@@ -313,11 +315,6 @@ class Users:
                 raise NotFound(f"no token {token_id!r}", field="token")
             db.execute("DELETE FROM tokens WHERE id = ?", (token_id,))
         return self._token(row)
-
-    def forget_expired(self) -> int:
-        with self.store.transaction() as db:
-            return db.execute("DELETE FROM tokens WHERE expires IS NOT NULL AND expires <= ?",
-                              (self.clock(),)).rowcount
 
     @staticmethod
     def _token(row: sqlite3.Row) -> Token:

@@ -23,24 +23,18 @@ from stablecore.config import Settings
 from stablecore.engine.engine import Engine
 from stablecore.errors import InvalidParams, MethodNotAllowed, NotFound, StableCoreError, clip
 from stablecore.manager.installer import isolated_envs
-from stablecore.server.auth import (
-    Auth,
-    BodyLimit,
-    HostOriginGuard,
-    SignInLimit,
-    error_headers,
-    sign_in_required,
-)
+from stablecore.server.auth import Auth, SignInLimit, sign_in_required
 from stablecore.server.events import EventHub
+from stablecore.server.guards import BodyLimit, HostOriginGuard, error_headers
 from stablecore.server.model_routes import router as model_router
 from stablecore.server.node_routes import router as node_router
 from stablecore.server.plugin_routes import router as plugin_router
 from stablecore.server.routes import router
-from stablecore.server.workflow_routes import router as workflow_router
 from stablecore.server.user_routes import router as user_router
+from stablecore.server.workflow_routes import router as workflow_router
 from stablecore.store import Store
-
 from stablecore.users import Users
+
 WEB_DIST = Path(__file__).resolve().parents[3] / "web" / "dist"
 NO_UI = """<!doctype html><title>stable-core</title><body style="font-family:sans-serif">
 <h1>stable-core is running</h1><p>The web UI is not built ({dist} is missing).
@@ -127,8 +121,8 @@ def create_app(settings: Settings, web_dist: Path = WEB_DIST) -> FastAPI:
         engine = Engine(settings, store, partial(isolated_envs, settings.plugins_home))
         app.state.settings, app.state.hub, app.state.store = settings, hub, store
         app.state.engine = engine
-        await engine.start()
         app.state.users, app.state.sign_in_limit = Users(store), SignInLimit()
+        await engine.start()
         try:
             yield
         finally:

@@ -1,6 +1,6 @@
-"""Request guards, each a pure ASGI middleware so HTTP and WebSocket routes are covered alike:
-who is calling (`Auth`: the shared token, a user's API token or web session, or nobody on an
-open loopback server), the Host and Origin checks (DNS rebinding, CSRF), the request size cap.
+"""Who is calling: `Auth` (a pure ASGI middleware, so HTTP and WebSocket routes are covered
+alike) finds the shared token, a user's API token or web session, or nobody on an open
+loopback server; sign-in with a password, rate-limited; role checks; the audit trail.
 
 Routes read the caller with `principal_of(request)`; `seen_by(request)` is the owner filter
 of every listing and lookup (another user's id is not found, never forbidden).
@@ -17,27 +17,18 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from starlette.requests import Request, cookie_parser
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from stablecore.config import Settings, is_loopback
-from stablecore.errors import (
-    Forbidden,
-    PayloadTooLarge,
-    StableCoreError,
-    TooManyRequests,
-    Unauthorized,
-    clip,
-)
+from stablecore.errors import Forbidden, StableCoreError, TooManyRequests, Unauthorized, clip
+from stablecore.server.guards import SAFE_METHODS, header, header_values, refuse
 from stablecore.users import Role, TokenKind, User, Users, verify_password
 
 OPEN_PATHS = {"/api/health"}
-SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-UPLOAD_PATHS = {"/api/artifacts"}  # they stream to disk under their own limit (max_upload_mb)
 PROTECTED_PREFIXES = ("/api", "/openapi.json", "/docs", "/redoc")
 SESSION_COOKIE = "stablecore_session"
 CSRF_HEADER = b"x-csrf-token"
@@ -309,142 +300,3 @@ class Auth:
         raise Unauthorized("sign in first: a session (POST /api/login, the web UI) or an "
                            "access token (Authorization: Bearer ...; `stable-core login`)",
                            field="authorization")
-
-
-def error_headers(error: StableCoreError) -> dict[str, str]:
-    if isinstance(error, TooManyRequests):
-        return {"Retry-After": str(error.fields.get("retry_after", 60))}
-    if isinstance(error, Unauthorized):
-        return {"WWW-Authenticate": "Bearer"}
-    return {}
-
-
-def header(scope: Scope, name: bytes) -> str | None:
-    values = header_values(scope, name)
-    return values[0] if values else None
-
-
-def header_values(scope: Scope, name: bytes) -> list[str]:
-    return [v.decode("latin-1") for k, v in scope.get("headers", []) if k == name]
-
-
-def split_host(value: str) -> tuple[str, int | None]:
-    """`example.org:5000` -> ("example.org", 5000); `[::1]:80` -> ("::1", 80); lower case."""
-    parts = urlsplit("//" + value.strip())
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1  # not a port: matches nothing
-    return (parts.hostname or "").rstrip("."), port
-
-
-def same_origin(origin: str, host: str) -> bool:
-    """Whether a browser's `Origin` names the server the `Host` header names."""
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return False  # e.g. `null` from a sandboxed frame or a file:// page
-    default = 443 if parts.scheme == "https" else 80
-    try:
-        origin_port = parts.port or default
-    except ValueError:
-        return False
-    name, port = split_host(host)
-    return name == parts.hostname.rstrip(".") and origin_port in ((port,) if port else (80, 443))
-
-
-async def refuse(scope: Scope, receive: Receive, send: Send, error: StableCoreError,
-                 ws_code: int) -> None:
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": ws_code, "reason": error.message[:120]})
-        return
-    await JSONResponse(error.to_dict(), status_code=error.status,
-                       headers=error_headers(error))(scope, receive, send)
-
-
-class HostOriginGuard:
-    """Against DNS rebinding and cross-site requests from a browser.
-
-    While the server is open (loopback, no users, no token), only loopback `Host` names (and
-    `allowed_hosts`) are served: a page whose name was rebound to 127.0.0.1 is refused. Once
-    sign-in is required, a rebound page has no credentials, and any name is served. A
-    state-changing request or a WebSocket that carries an `Origin` must come from the
-    server's own origin; clients that send no `Origin` (CLI, SDK, curl) pass.
-    """
-
-    def __init__(self, app: ASGIApp, check_host: Callable[[Scope], bool],
-                 allowed_hosts: list[str]) -> None:
-        self.app = app
-        self.check_host = check_host
-        self.allowed = {h.lower().rstrip(".") for h in allowed_hosts}
-
-    def host_allowed(self, host: str) -> bool:
-        if any(c in host for c in "/\\@#?"):
-            return False
-        name, port = split_host(host)
-        return port != -1 and (is_loopback(name) or name in self.allowed)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        hosts = header_values(scope, b"host")  # a second Host header must not hide the first
-        host = hosts[0] if hosts else None
-        if not all(self.host_allowed(h) for h in hosts) and self.check_host(scope):
-            error = Forbidden(
-                f"Host {clip(', '.join(hosts), 100)!r} is not served: without an access token only "
-                "127.0.0.1, localhost, [::1] and the allowed_hosts setting are "
-                "(a guard against DNS rebinding)", field="host")
-            await refuse(scope, receive, send, error, 4403)
-            return
-        changes = scope["type"] == "websocket" or scope.get("method") not in SAFE_METHODS
-        foreign = [o for o in header_values(scope, b"origin")
-                   if not hosts or not all(same_origin(o, h) for h in hosts)]
-        if changes and foreign:
-            origin = ", ".join(foreign)
-            error = Forbidden(f"cross-origin request refused: Origin {clip(origin, 100)!r} is "
-                              f"not this server ({clip(host or '', 100)!r})", field="origin")
-            await refuse(scope, receive, send, error, 4403)
-            return
-        await self.app(scope, receive, send)
-
-
-class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, uploads excepted (their route
-    streams them to disk under max_upload_mb). Bodies are read ahead, at most `limit` bytes."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    def too_large(self, size: int | None = None) -> PayloadTooLarge:
-        got = f"of {size} bytes " if size is not None else ""
-        return PayloadTooLarge(f"request body {got}exceeds the limit of {self.limit} bytes "
-                               "(max_body_mb)", limit=self.limit)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in UPLOAD_PATHS:
-            await self.app(scope, receive, send)
-            return
-        declared = header(scope, b"content-length") or ""
-        if declared.isdigit() and int(declared) > self.limit:
-            await refuse(scope, receive, send, self.too_large(int(declared)), 1009)
-            return
-        # 1. read the body ahead, refusing it once it passes the limit
-        messages, size = [], 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break  # http.disconnect: let the app see it
-            size += len(message.get("body", b""))
-            if size > self.limit:
-                await refuse(scope, receive, send, self.too_large(), 1009)
-                return
-            if not message.get("more_body", False):
-                break
-
-        # 2. hand it to the app as it came, then the live channel (for disconnects)
-        async def replay() -> Message:
-            return messages.pop(0) if messages else await receive()
-
-        await self.app(scope, replay, send)
