@@ -352,6 +352,18 @@ def test_workflow_runs_belong_to_their_owner(accounts: dict[str, Account]) -> No
         assert mine["state"] == "succeeded" and not mine["nodes"]["say"]["cached"]
     with accounts["root"].http() as h:
         assert h.get(f"/api/workflows/{run['id']}").status_code == 200
+    # a saved graph is a catalog entry for all; only its keeper (or an admin) replaces or
+    # deletes it
+    expose = {"outputs": {"text": "say.text"}}
+    with accounts["alice"].client() as c:
+        assert c.save_workflow("alices", graph, expose)["name"] == "workflow.alices"
+    with accounts["bob"].client() as c, pytest.raises(ApiError) as e:
+        c.save_workflow("alices", graph, expose)
+    assert e.value.status == 409 and e.value.field == "name"
+    with accounts["bob"].http() as h:
+        assert h.delete("/api/workflows/saved/alices").status_code == 404
+    with accounts["alice"].http() as h:
+        assert h.delete("/api/workflows/saved/alices").status_code == 204
 
 
 async def first_events(url: str, count: int, timeout: float = 5.0,

@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from stablecore.engine.saved import SavedWorkflow
 from stablecore.engine.workflows import Graph
-from stablecore.errors import NotFound
+from stablecore.errors import Conflict, NotFound
 from stablecore.server.auth import owner_for, seen_by
 from stablecore.server.routes import CATALOG_WAIT_S, engine_of, hub_of
 
@@ -52,6 +52,10 @@ async def save(request: Request, body: SavedWorkflow) -> dict[str, Any]:
     """Keep a named graph; it appears in the catalog as the job `workflow.<name>`."""
     engine = engine_of(request)
     await engine.wait_ready(CATALOG_WAIT_S)
+    kept, owner = engine.flows.db.saved_one(body.name), seen_by(request)
+    if kept is not None and owner is not None and kept["owner"] != owner:
+        raise Conflict(f"a saved workflow {body.name!r} exists, kept by another user",
+                       field="name")
     engine.flows.save(body, owner_for(request))
     return engine.catalog.get(f"workflow.{body.name}")
 
