@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 from sc_sd.cli import app
-from sc_sd.tiny import make_controlnet, make_embedding, make_lora, make_pipeline, make_xl_pipeline
+from sc_sd.tiny import (
+    make_controlnet,
+    make_embedding,
+    make_lora,
+    make_pipeline,
+    make_xl_pipeline,
+    make_xl_refiner_pipeline,
+)
 from typer.testing import CliRunner
 
 from stablecore.client import Client
@@ -27,6 +34,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
         result = CliRunner().invoke(app, ["make-tiny", str(folder), *args])
         assert result.exit_code == 0, result.output
     (folder / "broken.safetensors").write_bytes(b"\x00\x01 this is not a checkpoint" * 10)
+    make_xl_refiner_pipeline(6).save_pretrained(folder / "tiny-sdxl-refiner")
     extras(folder)
     return folder
 

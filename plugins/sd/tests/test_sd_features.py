@@ -191,3 +191,20 @@ def test_read_params_from_png_and_jpeg(client: Client, tmp_path: Path) -> None:
     PIL.Image.new("RGB", (8, 8)).save(plain)
     job = client.run("sd.read_params", {}, {"image": plain})
     assert job["state"] == "failed" and "carries no generation parameters" in job["error"]
+
+
+def test_sdxl_refiner_takes_over(client: Client, tmp_path: Path) -> None:
+    xl = {"model": "tiny-sdxl", "prompt": "fox", "steps": 5}
+    base = image(client, xl, tmp_path)
+    job = run_ok(client, "sd.txt2img", {**xl, "seed": 4, "refiner": "tiny-sdxl-refiner",
+                                        "refiner_switch": 0.6})
+    refined = pixels(client, job, tmp_path)
+    assert refined.shape == base.shape and not np.array_equal(refined, base)
+    assert "Refiner: tiny-sdxl-refiner, Refiner switch at: 0.6" in info(client, job, tmp_path)
+    later = image(client, {**xl, "refiner": "tiny-sdxl-refiner", "refiner_switch": 0.8},
+                  tmp_path)
+    assert not np.array_equal(later, refined)
+    alone = client.run("sd.txt2img", {**SMALL, "model": "tiny-sdxl-refiner"})
+    assert alone["state"] == "failed" and "is an SDXL refiner" in alone["error"]
+    sd15 = client.run("sd.txt2img", {**SMALL, "refiner": "tiny-sdxl-refiner"})
+    assert sd15["state"] == "failed" and "a refiner works with SDXL models" in sd15["error"]

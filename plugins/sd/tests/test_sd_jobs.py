@@ -52,7 +52,7 @@ def test_schema_lists_the_models_folder_and_configured_ids(client: Client) -> No
     assert {"sd.txt2img", "sd.img2img", "sd.inpaint"} <= set(specs)
     model = specs["sd.txt2img"]["params"]["properties"]["model"]
     assert model["enum"] == ["broken.safetensors", "tiny-sd", "tiny-sd.safetensors", "tiny-sdxl",
-                             HUB_ID]
+                             "tiny-sdxl-refiner", HUB_ID]
     assert specs["sd.inpaint"]["inputs"]["mask"]["kind"] == "mask"
     assert specs["sd.img2img"]["outputs"]["image"]["kind"] == "image"
     assert "strength" in specs["sd.img2img"]["batch"]

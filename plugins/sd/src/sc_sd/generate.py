@@ -66,6 +66,16 @@ def run(ctx: Context, mode: str, params: dict[str, list[Any]], images: list[Any]
         controlnet = ctx.cache(f"controlnet/{cn}", lambda: load_controlnet(
             cn, options, ctx.device, loaded.base.unet.dtype))
     pipe = loaded.pipeline(mode, first["scheduler"], controlnet)
+    refiner = None
+    if refining(mode, first):
+        if loaded.family != "sdxl":
+            raise ValueError(f"a refiner works with SDXL models; {name!r} is not one")
+        ref = first["refiner"]
+        ref_loaded = ctx.cache(ref, lambda: load(ref, resolve(ref, options), options,
+                                                 ctx.device, ctx.log))
+        if ref_loaded.family != "sdxl":
+            raise ValueError(f"refiner {ref!r} is not an SDXL model")
+        refiner = ref_loaded.pipeline("img2img", first["scheduler"])
     # 3. one item per image, seeds counting up from each job's seed
     size = (first["width"], first["height"])
     items = []
@@ -90,8 +100,8 @@ def run(ctx: Context, mode: str, params: dict[str, list[Any]], images: list[Any]
                         len(calls) * planned_steps(mode, first))
     for loras, chunk in calls:
         activate(loaded, loras, options)
-        for item, picture in zip(chunk, generate(loaded, pipe, mode, first, chunk, progress),
-                                 strict=True):
+        pictures = generate(loaded, pipe, mode, first, chunk, progress, refiner)
+        for item, picture in zip(chunk, pictures, strict=True):
             item.picture = picture
     # 5. one result per job, each image carrying its own parameters text
     return results(mode, jobs, items)
@@ -145,9 +155,14 @@ def hires_on(mode: str, p: dict[str, Any]) -> bool:
     return mode == "txt2img" and p.get("hires_scale", 1) > 1
 
 
+def refining(mode: str, p: dict[str, Any]) -> bool:
+    return mode == "txt2img" and p.get("refiner", "none") != "none"
+
+
 def generate(loaded: Any, pipe: Any, mode: str, p: dict[str, Any], chunk: list[Item],
-             progress: Progress) -> list[PIL.Image.Image]:
-    """The diffusers calls for the images of `chunk`: one, and a second for the hires fix."""
+             progress: Progress, refiner: Any = None) -> list[PIL.Image.Image]:
+    """The diffusers calls for the images of `chunk`: the model's; the refiner's from
+    `refiner_switch` on; an img2img at the bigger size for the hires fix."""
     common: dict[str, Any] = {
         # weights and long prompts: embeddings made here, LoRA tags left out
         **encode(pipe, [take_loras(i.prompt)[0] for i in chunk],
@@ -169,9 +184,20 @@ def generate(loaded: Any, pipe: Any, mode: str, p: dict[str, Any], chunk: list[I
                        "controlnet_conditioning_scale": p["control_strength"],
                        "control_guidance_start": p["control_start"],
                        "control_guidance_end": p["control_end"]})
-    if hires_on(mode, p) and p["hires_upscaler"] == "latent":
+    latent_out = hires_on(mode, p) and p["hires_upscaler"] == "latent"
+    if latent_out:
         kwargs["output_type"] = "latent"
+    if refiner is not None:  # 1. the model stops at the switch and hands over its latents
+        kwargs.update(denoising_end=p["refiner_switch"], output_type="latent")
     images = progress.run(pipe, kwargs)
+    if refiner is not None:
+        images = progress.run(refiner, {
+            **encode(refiner, [take_loras(i.prompt)[0] for i in chunk],
+                     [take_loras(i.negative_prompt)[0] for i in chunk]),
+            "guidance_scale": p["guidance_scale"], "callback_on_step_end": progress.on_step_end,
+            "image": images, "denoising_start": p["refiner_switch"],
+            "num_inference_steps": p["steps"], "generator": generators(seeds),
+            "output_type": "latent" if latent_out else "pil"})
     if hires_on(mode, p):  # 2. upscale, then img2img at the bigger size
         img2img = loaded.pipeline("img2img", p["scheduler"])
         steps, _ = hires.steps(p)
@@ -212,6 +238,8 @@ class Progress:
 def extra_fields(mode: str, p: dict[str, Any]) -> list[tuple[str, Any]]:
     """The A1111 fields beyond the basic ones: hires fix, the `loras` param."""
     out = hires.fields(p) if hires_on(mode, p) else []
+    if refining(mode, p):
+        out += [("Refiner", p["refiner"]), ("Refiner switch at", f"{p['refiner_switch']:g}")]
     if p["controlnet"] != "none":
         out.append(("ControlNet 0", f"Model: {p['controlnet']}, Weight: "
                     f"{p['control_strength']:g}, Guidance Start: {p['control_start']:g}, "

@@ -112,6 +112,10 @@ def _read_field(key: str, value: str, fields: dict[str, str], params: dict[str, 
         params["hires_steps"] = int(value)
     elif key == "Hires upscaler":
         params["hires_upscaler"] = "latent" if value.lower().startswith("latent") else "lanczos"
+    elif key == "Refiner":
+        params["refiner"] = re.sub(r"\s*\[\w+\]$", "", value)
+    elif key == "Refiner switch at":
+        params["refiner_switch"] = float(value)
     elif key == "Loras":
         params["loras"] = [{"name": n, "weight": float(w or 1)}
                            for n, w in re.findall(r"<lora:([^:>]+):?([^>]*)>", value)]

@@ -74,6 +74,11 @@ ControlStart = Annotated[float, Field(ge=0, le=1, description="ControlNet starts
 ControlEnd = Annotated[float, Field(ge=0, le=1, description="ControlNet stops at this "
                                     "fraction of the steps")]
 
+Refiner = Annotated[Literal[("none", *CHOICES)], Field(
+    description="SDXL: a refiner model that takes over the last steps")]
+RefinerSwitch = Annotated[float, Field(gt=0, lt=1, description=(
+    "SDXL refiner: the fraction of the steps after which the refiner takes over"))]
+
 # Queued jobs that agree on these run as one diffusers call (prompts and seeds may differ).
 BATCH = ("model", "width", "height", "steps", "scheduler", "guidance_scale", "loras",
          "controlnet", "control_strength", "control_start", "control_end")
@@ -86,7 +91,8 @@ def _run(ctx: Context, mode: str, params: dict[str, list[Any]], **inputs: Any) -
 
 
 @job(description="Stable Diffusion: an image from a text prompt.",
-     batch=(*BATCH, "hires_scale", "hires_upscaler", "hires_steps", "hires_denoise"),
+     batch=(*BATCH, "hires_scale", "hires_upscaler", "hires_steps", "hires_denoise", "refiner",
+            "refiner_switch"),
      batch_max=8, model_param="model")
 def txt2img(ctx: Context, prompt: Prompt = "", negative_prompt: Negative = "",
             model: Model = CHOICES[0], width: Size = 512, height: Size = 512, steps: Steps = 20,
@@ -96,7 +102,8 @@ def txt2img(ctx: Context, prompt: Prompt = "", negative_prompt: Negative = "",
             control_strength: ControlStrength = 1.0, control_start: ControlStart = 0.0,
             control_end: ControlEnd = 1.0,
             hires_scale: HiresScale = 1.0, hires_upscaler: HiresUpscaler = "latent",
-            hires_steps: HiresSteps = 0, hires_denoise: HiresDenoise = 0.5) -> Generated:
+            hires_steps: HiresSteps = 0, hires_denoise: HiresDenoise = 0.5,
+            refiner: Refiner = "none", refiner_switch: RefinerSwitch = 0.8) -> Generated:
     # batched: every parameter arrives as a list, one entry per job, and a list is returned
     return _run(ctx, "txt2img", dict(
         prompt=prompt, negative_prompt=negative_prompt, model=model, width=width, height=height,
@@ -104,7 +111,8 @@ def txt2img(ctx: Context, prompt: Prompt = "", negative_prompt: Negative = "",
         num_images=num_images, loras=loras,
         controlnet=controlnet, control_strength=control_strength, control_start=control_start,
         control_end=control_end, hires_scale=hires_scale, hires_upscaler=hires_upscaler,
-        hires_steps=hires_steps, hires_denoise=hires_denoise), controls=control)
+        hires_steps=hires_steps, hires_denoise=hires_denoise, refiner=refiner,
+        refiner_switch=refiner_switch), controls=control)
 
 
 @job(description="Stable Diffusion: redraw an image guided by a prompt.",

@@ -57,6 +57,9 @@ class Loaded:
         kept, so a ControlNet the worker cache dropped is not held here."""
         key = mode if controlnet is None else f"{mode}+{id(controlnet)}"
         if key not in self.pipes:
+            if "Img2Img" in type(self.base).__name__:
+                raise ValueError(f"model {self.name!r} is an SDXL refiner: choose it as the "
+                                 "`refiner` of an SDXL model")
             if self.base.unet.config.in_channels == 9 and mode != "inpaint":
                 raise ValueError(f"model {self.name!r} is an inpainting model: use sd.inpaint")
             if controlnet is not None:
@@ -87,9 +90,12 @@ def load(name: str, source: Source, options: Options, device: str,
     if source.kind == "file":
         pipe = _from_file(name, source, dtype)
     elif source.kind == "folder":
-        pipe = _guard(name, source.location,
-                      lambda: AutoPipelineForText2Image.from_pretrained(
-                          source.location, dtype=dtype, **NO_SAFETY_CHECKER))
+        # an SDXL refiner's folder says it is an img2img pipeline: it has no txt2img form
+        index = DiffusionPipeline.load_config(source.location)
+        auto = (AutoPipelineForImage2Image if "Img2Img" in index.get("_class_name", "")
+                else AutoPipelineForText2Image)
+        pipe = _guard(name, source.location, lambda: auto.from_pretrained(
+            source.location, dtype=dtype, **NO_SAFETY_CHECKER))
     else:
         pipe = _from_hub(name, dtype)
     family = "sdxl" if "XL" in type(pipe).__name__ else "sd"
@@ -111,7 +117,10 @@ def load(name: str, source: Source, options: Options, device: str,
     if options.vae_tiling:
         pipe.vae.enable_tiling()
     pipe.set_progress_bar_config(disable=True)
-    return Loaded(name, family, pipe)
+    loaded = Loaded(name, family, pipe)
+    if "Img2Img" in type(pipe).__name__:
+        loaded.pipes["img2img"] = pipe
+    return loaded
 
 
 def _guard(name: str, where: str, fn: Any) -> DiffusionPipeline:

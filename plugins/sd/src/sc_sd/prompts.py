@@ -80,7 +80,7 @@ def encode(pipe: Any, prompts: list[str], negatives: list[str]) -> dict[str, Any
     """The `prompt_embeds` (and SDXL's pooled embeds) of `prompts` and `negatives`, padded to
     one length, as keyword arguments for a diffusers call."""
     xl = getattr(pipe, "text_encoder_2", None) is not None
-    compel = _compel(pipe, xl)
+    compel = _compel(pipe, xl, refiner=xl and pipe.text_encoder is None)
     conds = [_conditioning(compel, p) for p in [*prompts, *negatives]]
     conds = compel.pad_conditioning_tensors_to_same_length(conds)
     n = len(prompts)
@@ -101,9 +101,15 @@ def _conditioning(compel: Compel, prompt: str) -> torch.Tensor:
     return conditioning
 
 
-def _compel(pipe: Any, xl: bool) -> Compel:
+def _compel(pipe: Any, xl: bool, refiner: bool) -> Compel:
     """A Compel for this call: it caches the empty prompt's embedding, which a LoRA on the text
     encoder changes, so it is made anew each time (that costs nothing until it encodes)."""
+    if refiner:  # an SDXL refiner has the second encoder only
+        return Compel(tokenizer=pipe.tokenizer_2, text_encoder=pipe.text_encoder_2,
+                      truncate_long_prompts=False, requires_pooled=True,
+                      returned_embeddings_type=(
+                          ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED),
+                      dtype_for_device_getter=lambda _: pipe.text_encoder_2.dtype)
     manager = DiffusersTextualInversionManager(pipe)
     if not xl:
         return Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder,

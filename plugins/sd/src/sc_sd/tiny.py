@@ -21,6 +21,7 @@ from diffusers import (
     EulerDiscreteScheduler,
     PNDMScheduler,
     StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
@@ -111,6 +112,29 @@ def make_xl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
     return StableDiffusionXLPipeline(
         vae=_vae(), text_encoder=CLIPTextModel(text), text_encoder_2=CLIPTextModelWithProjection(
             text), tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler)
+
+
+def make_xl_refiner_pipeline(seed: int = 0) -> StableDiffusionXLImg2ImgPipeline:
+    """A tiny SDXL refiner: the second text encoder only, and an aesthetic score in place of
+    the target size among the UNet's size numbers (five of them)."""
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = make_tokenizer(Path(tmp))
+    text = _text_config(tokenizer)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2), cross_attention_dim=text.hidden_size,
+        projection_class_embeddings_input_dim=5 * 8 + text.projection_dim, norm_num_groups=16)
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
+                                       beta_schedule="scaled_linear", steps_offset=1,
+                                       timestep_spacing="leading")
+    return StableDiffusionXLImg2ImgPipeline(
+        vae=_vae(), text_encoder=None, text_encoder_2=CLIPTextModelWithProjection(text),
+        tokenizer=None, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler,
+        requires_aesthetics_score=True, force_zeros_for_empty_prompt=False)
 
 
 def make_tiny(dest: Path, name: str = "tiny-sd", seed: int = 0,
