@@ -208,3 +208,25 @@ def test_sdxl_refiner_takes_over(client: Client, tmp_path: Path) -> None:
     assert alone["state"] == "failed" and "is an SDXL refiner" in alone["error"]
     sd15 = client.run("sd.txt2img", {**SMALL, "refiner": "tiny-sdxl-refiner"})
     assert sd15["state"] == "failed" and "a refiner works with SDXL models" in sd15["error"]
+
+
+def test_lora_sets_never_share_a_diffusers_call(client: Client, tmp_path: Path) -> None:
+    # a long job holds the worker while three jobs queue; cancelling it frees the worker
+    blocker = client.submit("sd.txt2img", {"model": "tiny-sd", "width": 256, "height": 256,
+                                           "steps": 150})
+    for event in client.events(blocker["id"]):
+        if event["type"] == "job.progress":
+            break
+    plain = {**SMALL, "prompt": "fox", "seed": 4}
+    params = [plain, {**plain, "loras": [{"name": "grain"}]},  # another batch key
+              {**plain, "prompt": "fox<lora:grain:1>"}]  # the same key as plain
+    queued = [client.submit("sd.txt2img", p)["id"] for p in params]
+    client.cancel(blocker["id"])
+    jobs = [client.wait(i) for i in queued]
+    sizes = [[e["data"]["batch"] for e in client.events(j["id"]) if e["type"] == "job.started"]
+             for j in jobs]
+    assert sizes == [[2], [1], [2]]
+    none, param, tagged = (pixels(client, j, tmp_path) for j in jobs)
+    # in one batch, the tagged job still ran in a diffusers call of its own with the LoRA
+    assert np.array_equal(tagged, param) and not np.array_equal(tagged, none)
+    assert np.array_equal(none, image(client, {"prompt": "fox"}, tmp_path))
