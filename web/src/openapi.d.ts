@@ -1058,6 +1058,13 @@ export interface components {
              * @default false
              */
             system_site_packages?: boolean;
+            /**
+             * Models
+             * @description the model files the plugins declare: 'pull' them on the node from their sources, 'push' those this server's cache has over SSH (the node pulls the rest), or 'skip'
+             * @default pull
+             * @enum {string}
+             */
+            models?: "pull" | "push" | "skip";
             /** @description a rented machine (`stable-core cloud ... up`): destroyed once idle */
             cloud?: components["schemas"]["CloudInfo"] | null;
         };
