@@ -202,6 +202,52 @@ def test_adding_the_same_machine_again_reuses_its_venv(node: dict, sshd: Sshd,
     assert "sent stable_core" not in out.stdout  # the wheels are there already
 
 
+ISOLATED_JOB = """
+import sys
+from stablecore import Text, job
+
+@job(description="Say which environment runs this plugin.")
+def where() -> Text:
+    return sys.prefix
+"""
+
+
+def test_a_plugin_installed_isolated_gets_its_own_env_there(node: dict, sshd: Sshd,
+                                                            server: ServerProcess,
+                                                            client: Client,
+                                                            tmp_path: Path) -> None:
+    plugin = tmp_path / "iso"
+    (plugin / "src" / "sc_iso").mkdir(parents=True)
+    (plugin / "pyproject.toml").write_text('''[build-system]
+requires = ["setuptools>=69"]
+build-backend = "setuptools.build_meta"
+[project]
+name = "stablecore-iso"
+version = "0.1.0"
+dependencies = ["stable-core", "numpy"]
+[project.entry-points."stablecore.plugins"]
+iso = "sc_iso"
+''')
+    (plugin / "src" / "sc_iso" / "__init__.py").write_text(ISOLATED_JOB)
+    installed = subprocess.run(
+        [*CLI, "plugin", "install", str(plugin), "--isolated", "--no-reload"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "STABLECORE_DATA_DIR": str(server.data_dir),
+             "STABLECORE_UV_ARGS": "--offline,--no-build-isolation"})
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+
+    args = add_args(sshd, server, node["remote"], "--name", "n1")
+    out = cli(*["testing,iso" if a == "testing" else a for a in args])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"creating {node['remote']}/envs/iso for iso (installed --isolated)" in out.stdout
+    assert "n1 is up: workers n1/w0, n1/w-iso" in out.stdout, out.stdout
+    done = client.wait(client.submit("iso.where")["id"])
+    assert done["state"] == "succeeded" and done["worker"] == "n1/w-iso", done["error"]
+    prefix = client.http.get(f"/api/artifacts/{done['outputs']['text']['id']}").text
+    assert prefix == str(node["remote"] / "envs" / "iso")
+    assert {w["name"]: w.get("node") for w in client.workers()}["n1/w-iso"] == "n1"
+
+
 def test_a_changed_host_key_is_refused(sshd: Sshd, server: ServerProcess,
                                        tmp_path: Path) -> None:
     other = Sshd(tmp_path / "other").start()

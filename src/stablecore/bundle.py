@@ -3,7 +3,9 @@
 Each distribution comes the way it was installed here, as its install record says (PEP 610
 `direct_url.json`, what `plugin freeze` records too): from a folder or an editable checkout
 it is built into a wheel here and shipped; from git it is installed on the node from the same
-commit; from an index, the same version. Plugins installed `--isolated` run locally only.
+commit; from an index, the same version. A plugin installed `--isolated` is built into a
+wheel from its checkout here and gets an environment of its own there too, layered on the
+node's venv, as here.
 """
 
 from __future__ import annotations
@@ -37,28 +39,33 @@ SKIP_TOP = {"tests", "docs", "bench", "web", "data", "plugins", "examples"}  # n
 
 
 @dataclass
+class Isolated:
+    """A plugin installed `--isolated` here: its wheel and what that wheel requires."""
+
+    plugin: str
+    wheel: Path
+    requirements: list[str]
+
+
+@dataclass
 class Bundle:
     wheels: list[Path] = field(default_factory=list)  # built here, shipped
     requirements: list[str] = field(default_factory=list)  # resolved on the node
     plugins: list[str] = field(default_factory=list)
     dists: set[str] = field(default_factory=set)  # canonical names of what we bring
+    isolated: list[Isolated] = field(default_factory=list)  # each in an env of its own
 
     def stamp(self, *extra: object) -> str:
         """Names what the node's environment must hold: equal stamps, nothing to install."""
         digest = hashlib.sha256()
-        for wheel in sorted(self.wheels):
+        for wheel in sorted(self.wheels) + [i.wheel for i in self.isolated]:
             digest.update(wheel.name.encode() + _file_sha(wheel).encode())
         digest.update(json.dumps([sorted(self.requirements), [str(e) for e in extra]]).encode())
         return digest.hexdigest()
 
     def wheel_requirements(self) -> list[str]:
         """What the shipped wheels require (their METADATA), less what the bundle brings."""
-        found = []
-        for wheel in self.wheels:
-            with zipfile.ZipFile(wheel) as z:
-                meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
-                headers = Parser().parsestr(z.read(meta).decode())
-            found += headers.get_all("Requires-Dist") or []
+        found = [r for wheel in self.wheels for r in requires_dist(wheel)]
         return [r for r in found + self.requirements
                 if canonicalize_name(_name(r)) not in self.dists or r in self.requirements]
 
@@ -68,17 +75,33 @@ def installed_plugins() -> dict[str, Distribution | None]:
     return {ep.name: ep.dist for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def requires_dist(wheel: Path) -> list[str]:
+    """What a wheel's METADATA says it requires."""
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        headers = Parser().parsestr(z.read(meta).decode())
+    return headers.get_all("Requires-Dist") or []
+
+
 def make_bundle(cache: Path, plugins: list[str] | None,
-                log: Callable[[str], None] = print) -> Bundle:
-    """Build or name every distribution a node needs for `plugins` (None: all of ours)."""
+                log: Callable[[str], None] = print,
+                isolated: dict[str, Path] | None = None) -> Bundle:
+    """Build or name every distribution a node needs for `plugins` (None: all of ours);
+    `isolated` maps each plugin installed `--isolated` here to its checkout."""
+    isolated = isolated or {}
     available = installed_plugins()
-    wanted = list(available) if plugins is None else plugins
-    unknown = [p for p in wanted if p not in available]
+    wanted = list(available) + list(isolated) if plugins is None else plugins
+    unknown = [p for p in wanted if p not in available and p not in isolated]
     if unknown:
         raise InvalidParams(f"no plugin {', '.join(map(repr, unknown))} on this server; it has "
-                            f"{', '.join(sorted(available)) or 'none'}", field="plugins")
+                            f"{', '.join(sorted([*available, *isolated])) or 'none'}",
+                            field="plugins")
     bundle = Bundle(plugins=sorted(wanted))
-    dists = [distribution(CORE)] + [d for p in wanted if (d := available[p]) is not None]
+    for plugin in sorted(p for p in wanted if p in isolated):
+        wheel = build_wheel(isolated[plugin], cache, log)
+        bundle.isolated.append(Isolated(plugin, wheel, requires_dist(wheel)))
+    dists = [distribution(CORE)] + [d for p in wanted
+                                    if p not in isolated and (d := available[p]) is not None]
     for dist in dists:
         name = canonicalize_name(dist.metadata["Name"])
         if name in bundle.dists:

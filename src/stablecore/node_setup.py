@@ -6,6 +6,9 @@ uploads it and calls it over SSH). Three commands, each printing one JSON object
                        what it already has and the last install's stamp
     install PLAN       install the missing requirements, then the shipped wheels, with uv;
                        record the stamp so the next `nodes add` reuses the environment
+    isolated PLAN      for each plugin installed `--isolated` on the server: a fresh
+                       DIR/envs/PLUGIN layered on DIR/venv, its missing requirements and its
+                       wheel in it; then record the stamp
 
 It must still run (and report) on an old Python, so it avoids new syntax.
 """
@@ -135,8 +138,42 @@ def install(plan):
         run([*uv, "pip", "install", "--python", python, *extra, *plan["missing"]])
     run([*uv, "pip", "install", "--python", python, "--no-deps", "--reinstall", *extra,
          *plan["wheels"]])
+    if plan.get("stamp"):
+        record(folder, plan["stamp"])
+    return {"ok": True}
+
+
+def record(folder, stamp):
     with open(os.path.join(folder, "installed.json"), "w") as f:
-        json.dump({"stamp": plan["stamp"], "wheels": plan["wheels"]}, f)
+        json.dump({"stamp": stamp}, f)
+
+
+PURELIB = "import sysconfig; print(sysconfig.get_path('purelib'))"
+
+
+def isolated(plan):
+    """An env per plugin whose own packages come first, then the node's venv (which holds
+    stable-core), as `plugin install --isolated` makes them on the server."""
+    folder, extra = plan["dir"], plan.get("uv_args", [])
+    base = os.path.join(folder, "venv", "bin", "python")
+    base_site = subprocess.run([base, "-c", PURELIB], stdout=subprocess.PIPE, text=True,
+                               check=True).stdout.strip()
+    uv = find_uv(base)
+    for item in plan["envs"]:
+        env = os.path.join(folder, "envs", item["plugin"])
+        python = os.path.join(env, "bin", "python")
+        shutil.rmtree(env, ignore_errors=True)
+        print(f"creating {env} for {item['plugin']} (installed --isolated)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", env], check=True)
+        site = subprocess.run([python, "-c", PURELIB], stdout=subprocess.PIPE, text=True,
+                              check=True).stdout.strip()
+        with open(os.path.join(site, "_stablecore_base.pth"), "w") as f:
+            f.write(f"import site; site.addsitedir({base_site!r})\n")
+        if item["missing"]:
+            run([*uv, "pip", "install", "--python", python, *extra, *item["missing"]])
+        run([*uv, "pip", "install", "--python", python, "--no-deps", "--reinstall", *extra,
+             item["wheel"]])
+    record(folder, plan["stamp"])
     return {"ok": True}
 
 
@@ -146,7 +183,7 @@ def main():
         result = check(arg)
     else:
         plan = json.loads(base64.b64decode(arg).decode())
-        result = venv(plan) if command == "venv" else install(plan)
+        result = {"venv": venv, "install": install, "isolated": isolated}[command](plan)
     print(json.dumps(result), flush=True)
 
 

@@ -38,6 +38,7 @@ from stablecore.engine.engine import Engine
 from stablecore.engine.link import WorkerState
 from stablecore.engine.ssh import SshLink, SshNode, Target, forget_host_key, trust_host_key
 from stablecore.errors import Conflict, InvalidParams, NodeError, NotFound, StableCoreError
+from stablecore.manager.installer import Manager
 from stablecore.modelfiles import models_cache
 from stablecore.store import Store
 
@@ -110,6 +111,7 @@ class NodeRecord:
     facts: dict[str, Any] = field(default_factory=dict)
     created: float = 0.0
     cloud: dict[str, Any] | None = None  # CloudInfo
+    isolated: list[str] = field(default_factory=list)  # of plugins: each in DIR/envs/NAME
 
 
 @dataclass(eq=False)
@@ -298,18 +300,20 @@ class Nodes:
     async def _install(self, node: Node, plugins: list[str] | None) -> None:
         """Step 3: ship wheels and install them with uv, unless the venv has this stamp."""
         r, ssh = node.record, node.ssh
+        isolated = {name: Path(e.path) for name, e in
+                    Manager(self.settings.plugins_home).entries().items() if e.env != "base"}
         bundle = await asyncio.to_thread(bundles.make_bundle, self.wheels, plugins,
-                                         lambda line: self._log(node, line))
+                                         lambda line: self._log(node, line), isolated)
         r.plugins = bundle.plugins
+        r.isolated = [i.plugin for i in bundle.isolated]
         self._save()
         stamp = bundle.stamp(r.python, r.system_site_packages)
-        remote_wheels = []
+        remote_wheels: dict[Path, str] = {}
         conn = await ssh.connection()
         async with conn.start_sftp_client() as sftp:
-            for wheel in bundle.wheels:
+            for wheel in bundle.wheels + [i.wheel for i in bundle.isolated]:
                 folder = f"{r.dir}/wheels/{bundles._file_sha(wheel)[:16]}"
-                remote = f"{folder}/{wheel.name}"
-                remote_wheels.append(remote)
+                remote = remote_wheels[wheel] = f"{folder}/{wheel.name}"
                 if await sftp.exists(remote):
                     continue
                 await sftp.makedirs(folder, exist_ok=True)
@@ -327,20 +331,36 @@ class Nodes:
             return
         need = bundles.missing(bundle.wheel_requirements(), state["installed"],
                                state["environment"])
-        plan.update(stamp=stamp, wheels=remote_wheels, missing=need,
+        plan.update(stamp=None if bundle.isolated else stamp, missing=need,
+                    wheels=[remote_wheels[w] for w in bundle.wheels],
                     uv_args=self.settings.uv_args)
         await self._setup(node, "install", plan)
-        self._log(node, f"installed stable-core and {', '.join(bundle.plugins) or 'no plugins'}"
-                  f" into {r.dir}/venv")
+        base = [p for p in bundle.plugins if p not in r.isolated]
+        self._log(node, f"installed stable-core and {', '.join(base) or 'no plugins'} into "
+                  f"{r.dir}/venv")
+        if bundle.isolated:  # each env sees the venv: what it has now is not needed again
+            state = json.loads((await self._setup(node, "venv", plan)).splitlines()[-1])
+            envs = [{"plugin": i.plugin, "wheel": remote_wheels[i.wheel],
+                     "missing": bundles.missing(i.requirements, state["installed"],
+                                                state["environment"])}
+                    for i in bundle.isolated]
+            await self._setup(node, "isolated", {**plan, "stamp": stamp, "envs": envs})
+            self._log(node, f"installed {', '.join(r.isolated)} into environments of their "
+                      f"own in {r.dir}/envs")
 
     async def _models(self, node: Node) -> None:
         """Step 4: the declared model files into the node's cache, before its workers start."""
         r = node.record
         conn = await node.ssh.connection()
-        done = await node_models.provide(
-            conn, f"{r.dir}/venv/bin/python", f"{r.dir}/{MODEL_CACHE}", r.plugins,
-            r.models == "push", models_cache(os.environ), lambda line: self._log(node, line))
-        node.bytes_models = done.bytes_pushed
+        base = [p for p in r.plugins if p not in r.isolated]
+        groups = [(f"{r.dir}/venv/bin/python", base)] if base else []
+        groups += [(f"{r.dir}/envs/{p}/bin/python", [p]) for p in r.isolated]
+        node.bytes_models = 0
+        for python, plugins in groups:  # an isolated plugin is only importable in its env
+            done = await node_models.provide(
+                conn, python, f"{r.dir}/{MODEL_CACHE}", plugins, r.models == "push",
+                models_cache(os.environ), lambda line: self._log(node, line))
+            node.bytes_models += done.bytes_pushed
 
     async def _setup(self, node: Node, command: str, plan: dict[str, Any]) -> str:
         """Run node_setup.py there, its output lines as `node.log` events; its last line."""
@@ -363,25 +383,35 @@ class Nodes:
         return last
 
     def _links(self, node: Node) -> list[SshLink]:
-        """Step 5: one worker per device, in the node's venv, on a channel each."""
-        r, s = node.record, self.settings
+        """Step 5: one worker per device, in the node's venv, on a channel each; and one per
+        plugin installed `--isolated`, in its env, on the first device (as here)."""
+        r = node.record
+        base = [p for p in r.plugins if p not in r.isolated]
         links = []
-        for i, device in enumerate(r.devices):
-            name = f"{r.name}/w{i}"
-            command = [f"{r.dir}/venv/bin/python", "-m", "stablecore.worker", "--name", name,
-                       "--device", "cuda:0" if device.startswith("cuda") else device,
-                       "--tmp", f"{r.dir}/tmp/w{i}", "--blobs", f"{r.dir}/blobs",
-                       "--send-outputs", "--cache-mb", str(s.cache_budget_mb),
-                       "--max-input-mpx", str(s.max_input_mpx)]
-            if r.plugins:
-                command += ["--plugins", ",".join(r.plugins)]
-            env = {"STABLECORE_MODELS_HOME": f"{r.dir}/models",
-                   "STABLECORE_MODELS_CACHE": f"{r.dir}/{MODEL_CACHE}"}
-            if device.startswith("cuda:"):
-                env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
-            links.append(SshLink(name, device, node=node.ssh, command=command, env=env,
-                                 tmpdir=s.data_dir / "tmp" / r.name / f"w{i}"))
+        if base or not r.isolated:
+            links += [self._link(node, f"w{i}", device, "venv", base)
+                      for i, device in enumerate(r.devices)]
+        links += [self._link(node, f"w-{p}", r.devices[0], f"envs/{p}", [p])
+                  for p in r.isolated]
         return links
+
+    def _link(self, node: Node, worker: str, device: str, env_dir: str, plugins: list[str]
+              ) -> SshLink:
+        r, s = node.record, self.settings
+        name = f"{r.name}/{worker}"
+        command = [f"{r.dir}/{env_dir}/bin/python", "-m", "stablecore.worker", "--name", name,
+                   "--device", "cuda:0" if device.startswith("cuda") else device,
+                   "--tmp", f"{r.dir}/tmp/{worker}", "--blobs", f"{r.dir}/blobs",
+                   "--send-outputs", "--cache-mb", str(s.cache_budget_mb),
+                   "--max-input-mpx", str(s.max_input_mpx)]
+        if plugins:
+            command += ["--plugins", ",".join(plugins)]
+        env = {"STABLECORE_MODELS_HOME": f"{r.dir}/models",
+               "STABLECORE_MODELS_CACHE": f"{r.dir}/{MODEL_CACHE}"}
+        if device.startswith("cuda:"):
+            env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+        return SshLink(name, device, node=node.ssh, command=command, env=env,
+                       tmpdir=s.data_dir / "tmp" / r.name / worker)
 
     # --- remove, list ------------------------------------------------------------------------
     async def remove(self, name: str, uninstall: bool = False) -> None:
