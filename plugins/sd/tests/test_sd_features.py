@@ -141,6 +141,9 @@ def test_controlnet_with_canny(client: Client, tmp_path: Path) -> None:
     redo = image(client, {"prompt": "fox", "strength": 0.7, "controlnet": "tiny-canny"},
                  tmp_path, "sd.img2img", {"image": source, **control})
     assert redo.shape == (32, 32, 3)
+    xl = {"model": "tiny-sdxl", "prompt": "fox"}
+    assert not np.array_equal(image(client, {**xl, "controlnet": "xl/tiny-canny"}, tmp_path,
+                                    inputs=control), image(client, xl, tmp_path))
     bad = client.run("sd.txt2img", {**SMALL, "controlnet": "broken"}, control)
     assert bad["state"] == "failed"
     assert "cannot load ControlNet" in bad["error"] and "broken.safetensors" in bad["error"]
