@@ -93,7 +93,8 @@ async def provide(conn: Any, python: str, cache_dir: str, plugins: list[str], pu
             f"{item['plugin']}: {item['error']}" for item in failed)
             + (" (with --push-models, files in this server's cache are sent instead)"
                if not push else ""))
-    log(done.summary())
+    if report:  # plugins that declare nothing say nothing
+        log(done.summary())
     return done
 
 
