@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from sc_sd.options import Options
-from sc_sd.sources import choices
+from sc_sd.sources import EXTRAS, choices, extras
 
 app = typer.Typer(help="Stable Diffusion plugin tools.", no_args_is_help=True)
 
@@ -31,8 +31,11 @@ def make_tiny(
 
 @app.command("models")
 def models() -> None:
-    """The model choices the SD jobs offer (STABLECORE_SD_MODELS_DIR, STABLECORE_SD_MODELS)."""
+    """The model choices the SD jobs offer (STABLECORE_SD_MODELS_DIR, STABLECORE_SD_MODELS),
+    and the LoRAs, embeddings and ControlNets in the models folder."""
     options = Options.from_env(os.environ)
     typer.echo(f"models folder: {options.models_dir or '(none: set STABLECORE_SD_MODELS_DIR)'}")
     for name in choices(options):
         typer.echo(name)
+    for kind in EXTRAS:
+        typer.echo(f"{kind}/: {', '.join(extras(options, kind)) or '(none)'}")
