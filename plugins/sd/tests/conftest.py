@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 from sc_sd.cli import app
 from sc_sd.tiny import (
     make_controlnet,
@@ -46,6 +48,9 @@ def extras(folder: Path) -> None:
     make_lora(sd, folder / "loras", "grain", seed=1)  # grain and grain-kohya
     make_lora(xl, folder / "loras" / "xl", "grain", seed=2)
     (folder / "loras" / "broken.safetensors").write_bytes(b"not a lora at all")
+    module = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    save_file({f"{module}.hada_w1_a": torch.zeros(32, 4), f"{module}.alpha": torch.tensor(4.0)},
+              folder / "loras" / "loha.safetensors")
     # glow and shine: the same vectors under two names, in A1111's two file layouts
     make_embedding(folder / "embeddings", "glow", seed=3, layout="pt")
     make_embedding(folder / "embeddings", "shine", seed=3)

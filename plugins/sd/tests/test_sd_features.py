@@ -58,7 +58,7 @@ def test_loras_switch_without_a_reload(client: Client, tmp_path: Path) -> None:
     txt = next(s for s in spec if s["name"] == "sd.txt2img")
     assert "loras" in txt["batch"]
     assert set(txt["params"]["$defs"]["LoraWeight"]["properties"]["name"]["enum"]) == {
-        "broken", "grain", "grain-kohya", "xl/grain", "xl/grain-kohya"}
+        "broken", "grain", "grain-kohya", "loha", "xl/grain", "xl/grain-kohya"}
     base = image(client, {"prompt": "fox"}, tmp_path)
     before = loads(client)
     grain = image(client, {"prompt": "fox", "loras": [{"name": "grain", "weight": 1}]}, tmp_path)
@@ -82,6 +82,9 @@ def test_bad_lora_fails_clearly(client: Client) -> None:
     job = client.run("sd.txt2img", {**SMALL, "loras": [{"name": "broken"}]})
     assert job["state"] == "failed"
     assert "cannot load LoRA file" in job["error"] and "broken.safetensors" in job["error"]
+    job = client.run("sd.txt2img", {**SMALL, "prompt": "x <lora:loha:1>"})
+    assert job["state"] == "failed" and "loha.safetensors: ValueError: it is a LyCORIS LoHa" in \
+        job["error"]
     job = client.run("sd.txt2img", {**SMALL, "prompt": "x <lora:nothing-here:1>"})
     assert job["state"] == "failed"
     assert "no LoRA 'nothing-here'" in job["error"] and "grain-kohya" in job["error"]

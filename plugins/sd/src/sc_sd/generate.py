@@ -19,7 +19,7 @@ from sc_sd import canvas as canvases
 from sc_sd import embeddings, hires
 from sc_sd.control import load_controlnet
 from sc_sd.infotext import infotext
-from sc_sd.loader import load
+from sc_sd.loader import Loaded, load
 from sc_sd.loras import LoraSet, activate, wanted
 from sc_sd.options import Options
 from sc_sd.preview import latent_to_image
@@ -57,25 +57,8 @@ def run(ctx: Context, mode: str, params: dict[str, list[Any]], images: list[Any]
     # 1. check what diffusers would reject less clearly
     controls = controls or [None] * len(jobs)
     check(mode, jobs, controls)
-    # 2. the warm model (and ControlNet) and the pipeline for this mode and sampler
-    name = first["model"]
-    loaded = ctx.cache(name, lambda: load(name, resolve(name, options), options, ctx.device,
-                                          ctx.log))
-    controlnet = None
-    if (cn := first["controlnet"]) != "none":
-        controlnet = ctx.cache(f"controlnet/{cn}", lambda: load_controlnet(
-            cn, options, ctx.device, loaded.base.unet.dtype))
-    pipe = loaded.pipeline(mode, first["scheduler"], controlnet)
-    refiner = None
-    if refining(mode, first):
-        if loaded.family != "sdxl":
-            raise ValueError(f"a refiner works with SDXL models; {name!r} is not one")
-        ref = first["refiner"]
-        ref_loaded = ctx.cache(ref, lambda: load(ref, resolve(ref, options), options,
-                                                 ctx.device, ctx.log))
-        if ref_loaded.family != "sdxl":
-            raise ValueError(f"refiner {ref!r} is not an SDXL model")
-        refiner = ref_loaded.pipeline("img2img", first["scheduler"])
+    # 2. the warm model (and ControlNet, refiner) and the pipeline for this mode and sampler
+    loaded, pipe, refiner = pipelines(ctx, mode, first, options)
     # 3. one item per image, seeds counting up from each job's seed
     size = (first["width"], first["height"])
     items = []
@@ -84,7 +67,7 @@ def run(ctx: Context, mode: str, params: dict[str, list[Any]], images: list[Any]
         image = images[j].convert("RGB").resize(size, PIL.Image.LANCZOS) if images else None
         mask = masks[j].convert("L").resize(size, PIL.Image.LANCZOS) if masks else None
         control = controls[j].convert("RGB").resize(size, PIL.Image.LANCZOS) if (
-            controlnet is not None) else None
+            job["controlnet"] != "none") else None
         loras = wanted(job.get("loras"), job["prompt"], job["negative_prompt"])
         items += [Item(j, seed + k, job["prompt"], job["negative_prompt"], image, mask, loras,
                        control) for k in range(job["num_images"])]
@@ -105,6 +88,31 @@ def run(ctx: Context, mode: str, params: dict[str, list[Any]], images: list[Any]
             item.picture = picture
     # 5. one result per job, each image carrying its own parameters text
     return results(mode, jobs, items)
+
+
+def pipelines(ctx: Context, mode: str, p: dict[str, Any], options: Options,
+              ) -> tuple[Loaded, Any, Any]:
+    """The warm model, its pipeline for `mode` (with the ControlNet, if any) and the SDXL
+    refiner's img2img pipeline (or None); each model cached in the worker on its own."""
+
+    def model(name: str) -> Loaded:
+        return ctx.cache(name, lambda: load(name, resolve(name, options), options, ctx.device,
+                                            ctx.log))
+
+    loaded = model(p["model"])
+    controlnet = None
+    if (cn := p["controlnet"]) != "none":
+        controlnet = ctx.cache(f"controlnet/{cn}", lambda: load_controlnet(
+            cn, options, ctx.device, loaded.base.unet.dtype))
+    pipe = loaded.pipeline(mode, p["scheduler"], controlnet)
+    if not refining(mode, p):
+        return loaded, pipe, None
+    if loaded.family != "sdxl":
+        raise ValueError(f"a refiner works with SDXL models; {p['model']!r} is not one")
+    refiner = model(p["refiner"])
+    if refiner.family != "sdxl":
+        raise ValueError(f"refiner {p['refiner']!r} is not an SDXL model")
+    return loaded, pipe, refiner.pipeline("img2img", p["scheduler"])
 
 
 def outpaint(ctx: Context, image: PIL.Image.Image, sides: tuple[int, int, int, int], blur: int,

@@ -62,6 +62,7 @@ def _adapter(loaded: Any, name: str, options: Options) -> str:
     loaded.adapter_count += 1
     adapter = f"lora{loaded.adapter_count}"
     try:
+        _check_kind(path)
         pipe.load_lora_weights(str(path), adapter_name=adapter)
     except Exception as e:
         if adapter in _names(pipe):
@@ -72,6 +73,17 @@ def _adapter(loaded: Any, name: str, options: Options) -> str:
                          "expected)") from e
     adapters[key] = adapter
     return adapter
+
+
+def _check_kind(path: Any) -> None:
+    """Refuse LyCORIS LoHa and LoKr files by name: diffusers reads LoRA and LoCon only."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+    for marker, kind in ((".hada_w1_a", "LoHa"), (".lokr_w1", "LoKr")):
+        if any(marker in k for k in keys):
+            raise ValueError(f"it is a LyCORIS {kind}; diffusers reads LoRA and LoCon files only")
 
 
 def _names(pipe: Any) -> set[str]:
