@@ -55,6 +55,7 @@ def extras(folder: Path) -> None:
     make_embedding(folder / "embeddings", "glow", seed=3, layout="pt")
     make_embedding(folder / "embeddings", "shine", seed=3)
     make_embedding(folder / "embeddings" / "xl", "xlglow", seed=4, xl=True)
+    (folder / "embeddings" / "broken-words.pt").write_bytes(b"not an embedding")
     make_controlnet(sd, folder / "controlnet" / "tiny-canny", seed=5)
     make_controlnet(xl, folder / "controlnet" / "xl" / "tiny-canny", seed=6)
     (folder / "controlnet" / "broken.safetensors").write_bytes(b"not a controlnet")

@@ -78,7 +78,7 @@ def test_loras_switch_without_a_reload(client: Client, tmp_path: Path) -> None:
                                     tmp_path), image(client, xl, tmp_path))
 
 
-def test_bad_lora_fails_clearly(client: Client) -> None:
+def test_bad_files_fail_clearly(client: Client) -> None:
     job = client.run("sd.txt2img", {**SMALL, "loras": [{"name": "broken"}]})
     assert job["state"] == "failed"
     assert "cannot load LoRA file" in job["error"] and "broken.safetensors" in job["error"]
@@ -88,6 +88,9 @@ def test_bad_lora_fails_clearly(client: Client) -> None:
     job = client.run("sd.txt2img", {**SMALL, "prompt": "x <lora:nothing-here:1>"})
     assert job["state"] == "failed"
     assert "no LoRA 'nothing-here'" in job["error"] and "grain-kohya" in job["error"]
+    job = client.run("sd.txt2img", {**SMALL, "prompt": "fox, broken-words"})
+    assert job["state"] == "failed"
+    assert "cannot load embedding file" in job["error"] and "broken-words.pt" in job["error"]
 
 
 def test_embeddings_are_used_by_name(client: Client, tmp_path: Path) -> None:
@@ -205,6 +208,8 @@ def test_sdxl_refiner_takes_over(client: Client, tmp_path: Path) -> None:
     job = run_ok(client, "sd.txt2img", {**xl, "seed": 4, "refiner": "tiny-sdxl-refiner",
                                         "refiner_switch": 0.6})
     refined = pixels(client, job, tmp_path)
+    steps = [e["data"] for e in client.events(job["id"]) if e["type"] == "job.progress"]
+    assert steps[-1]["step"] == steps[-1]["total"] == 5  # the model's steps and the refiner's
     assert refined.shape == base.shape and not np.array_equal(refined, base)
     assert "Refiner: tiny-sdxl-refiner, Refiner switch at: 0.6" in info(client, job, tmp_path)
     later = image(client, {**xl, "refiner": "tiny-sdxl-refiner", "refiner_switch": 0.8},
