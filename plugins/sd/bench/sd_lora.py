@@ -11,7 +11,7 @@ server next to the same diffusers calls made directly.
    `loras=[{"name": "a"}]` (target <= 1.05).
 
 Prints figures, asserts nothing. Run: `.venv/bin/python plugins/sd/bench/sd_lora.py
-[--arch sd15] [--runs 10] [--size 64]`.
+[--arch sd15] [--runs 10] [--size 64] [--threads 1]`.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def switch_cost(models: Path, name: str, rank: int, runs: int) -> None:
         print(f"  LoRA {label:9s} {med * 1000:8.1f} ms  = {med / load_s:6.1%} of a model load")
 
 
-def served_ratio(models: Path, size: int, steps: int, runs: int) -> None:
+def served_ratio(models: Path, size: int, steps: int, runs: int, threads: int) -> None:
     pipe = StableDiffusionPipeline.from_pretrained(models / "tiny-sd")
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
@@ -92,6 +92,8 @@ def served_ratio(models: Path, size: int, steps: int, runs: int) -> None:
               "loras": [{"name": "a"}]}
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp) / "data", sd_models_dir=models)
+        if threads:
+            server.env["OMP_NUM_THREADS"] = str(threads)  # the worker's torch threads
         with server, server.client() as client:
 
             def served(seed: int) -> float:
@@ -121,18 +123,25 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads in both processes (0 = torch's default)")
+    ap.add_argument("--skip-switch", action="store_true", help="only the server comparison")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models"
         make_tiny(models)
-        if args.arch == "sd15":
+        if args.skip_switch:
+            pass
+        elif args.arch == "sd15":
             sd15(models / "sd15")
             switch_cost(models, "sd15", 16, max(3, args.runs // 3))
         else:
             switch_cost(models, "tiny-sd", 4, args.runs)
         make_lora(StableDiffusionPipeline.from_pretrained(models / "tiny-sd"), models / "loras",
                   "a", seed=1)
-        served_ratio(models, args.size, args.steps, args.runs)
+        served_ratio(models, args.size, args.steps, args.runs, args.threads)
 
 
 if __name__ == "__main__":
