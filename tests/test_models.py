@@ -251,7 +251,7 @@ def test_a_hub_file_lands_in_the_hugging_face_cache_layout(served: Served,
 def cli(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "stablecore", "models", *args],
                           capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "COLUMNS": "250", **env})
+                          env={**os.environ, "COLUMNS": "1000", **env})
 
 
 def test_cli_pull_list_rm(served: Served, tmp_path: Path) -> None:
@@ -270,7 +270,7 @@ def test_cli_pull_list_rm(served: Served, tmp_path: Path) -> None:
     assert path.read_bytes() == data
     assert f"modelfiles: cli.bin -> {path}" in pulled.stderr.replace("\n", "")
 
-    listed = cli("list", **env)
+    listed = cli("list", "modelfiles", **env)  # other plugins declare files not pulled here
     assert str(path) in listed.stdout.replace("\n", "") and "cached: 1.0 MiB" in listed.stdout
     assert "missing" not in listed.stdout
 

@@ -332,6 +332,8 @@ def test_access_token_entered_once(browser, tmp_path: Path) -> None:
         page = Page(browser, server.url)
         try:
             page.page.goto(server.url)
+            # a token-protected server opens on the sign-in page; the token dialog is a click
+            page.page.get_by_role("button", name="Use an access token instead").click()
             page.page.fill("dialog.token input", "s3cret")
             page.page.click("dialog.token button[type=submit]")
             expect(page.page.locator(".linkstate")).to_have_attribute("data-state", "live")

@@ -202,3 +202,11 @@ def test_a_nondeterministic_job_is_never_cached(client: Client) -> None:
     assert not second["nodes"]["now"]["cached"]
     assert first["nodes"]["now"]["outputs"]["json"]["value"] < \
         second["nodes"]["now"]["outputs"]["json"]["value"]
+
+
+def test_progress_reaches_the_workflow_stream(client: Client) -> None:
+    wf = Workflow("progress")
+    wf.add("testing.sleep", "slow", seconds=0.2, steps=4, cache=False)
+    run = client.submit_workflow(wf)
+    types = [e["type"] for e in client.workflow_events(run["id"])]
+    assert "job.progress" in types and types[-1] == "workflow.succeeded"

@@ -278,7 +278,8 @@ class Engine:
                     for job_id in msg.ids:
                         run = self.running.get(job_id)
                         self.store.emit("job.log", job_id, run.session_id if run else None,
-                                        level=msg.level, msg=msg.msg, stream=msg.stream)
+                                        run.workflow_id if run else None, level=msg.level,
+                                        msg=msg.msg, stream=msg.stream)
             case protocol.Need():
                 self._send_blob(worker, msg.sha256)
             case protocol.Done() | protocol.Failed() | protocol.Cancelled():
@@ -347,7 +348,8 @@ class Engine:
             if art_id or msg.step >= msg.total or now - last >= PROGRESS_EVENT_EVERY_S:
                 self._last_progress_event[job_id] = now
                 with self.store.transaction():
-                    self.store.emit("job.progress", job_id, job.session_id, **state)
+                    self.store.emit("job.progress", job_id, job.session_id, job.workflow_id,
+                                    **state)
 
     def _next(self, worker: WorkerLink) -> None:
         """An idle worker gets work, or is recycled once nothing of it is pending."""
