@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 FILLS = {"stretch": cv2.BORDER_REPLICATE, "mirror": cv2.BORDER_REFLECT_101,
          "mask": cv2.BORDER_CONSTANT}
@@ -105,6 +104,8 @@ def fill_far(depth: np.ndarray, hit: np.ndarray) -> np.ndarray:
     far = np.max(found, axis=0)
     out = np.where(hit, depth, far)
     if np.isinf(out).any():  # whole rows and columns without a hit: the nearest hit
+        from scipy import ndimage  # 0.16 s to import: only here, not in every worker's start
+
         nearest = ndimage.distance_transform_edt(~hit, return_distances=False,
                                                  return_indices=True)
         out = np.where(np.isinf(out), depth[nearest[0], nearest[1]], out)
