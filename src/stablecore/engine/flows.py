@@ -240,6 +240,9 @@ class Flows:
         """Saved workflows join the catalog as `workflow.<name>` jobs, once their jobs are."""
         specs = [s for s in (saved.saved_spec(_saved_model(w), self.catalog)
                              for w in self.db.saved()) if s is not None]
+        if not specs:  # no saved workflow: no empty "workflow" plugin in the list
+            self.catalog.forget(saved.PLUGIN)
+            return
         self.catalog.update(saved.PLUGIN, specs, [{
             "name": saved.PLUGIN, "module": "stablecore.engine.saved", "version": "",
             "jobs": [s["name"] for s in specs], "error": None, "job_errors": {}, "models": []}])
