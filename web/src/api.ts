@@ -148,12 +148,43 @@ export interface Me {
   csrf: string | null;
 }
 
+/** A node: another machine whose workers join the pool over SSH (GET /api/nodes). */
+export interface NodeInfo {
+  name: string;
+  url: string;
+  /** adding, installing, models, starting, up, connecting (a worker lost its link), failed,
+   * stopping (a rental being destroyed) */
+  state: string;
+  error: string | null;  // why it failed
+  host_key: string;
+  devices: string[];
+  plugins: string[];
+  gpus: { index: number; name: string; memory_mb: number }[];
+  python: string | null;
+  dir: string;
+  workers: string[];
+  jobs_running: number;
+  jobs_done: number;
+  models: string[];
+  bytes_sent: number;
+  bytes_received: number;
+  bytes_installed: number;
+  bytes_models: number;
+  models_mode: string;
+  idle_s: number;
+  created: number;
+  cloud: (Record<string, unknown> & { provider: string; cost: number }) | null;
+}
+export type NodeRequest = Schemas["NodeRequest"];
+
 /** An event as the server stores it (see events.ts for the live stream). */
 export interface JobEvent { seq: number; ts: number; type: string; data: Record<string, unknown> }
 
 /** A refused request; `field` names the bad part ("params.steps", "inputs.image"). */
 export class ApiError extends Error {
-  constructor(readonly status: number, message: string, readonly field: string | null = null) {
+  constructor(readonly status: number, message: string, readonly field: string | null = null,
+              /** the error body's other fields (a refused host key's `host_key`, say) */
+              readonly extra: Record<string, unknown> = {}) {
     super(message);
   }
 }
@@ -275,6 +306,17 @@ export class Api {
   rescan = () =>
     this.send<{ plugins: Plugin[]; specs: number }>(call("post", "/api/plugins/rescan"));
 
+  /** Nodes (admins only: others get 403). Adding answers once the machine is checked; the
+   * install goes on as `node.log` events until `node.up` or `node.failed`. */
+  nodes = () => this.send<NodeInfo[]>(call("get", "/api/nodes"));
+  addNode = (body: NodeRequest) =>
+    this.send<{ node: NodeInfo; since: number }>(call("post", "/api/nodes", { body }));
+  removeNode = (name: string, uninstall = false) =>
+    this.send<{ removed: string; uninstalled: boolean }>(
+      call("delete", "/api/nodes/{name}", { path: { name }, query: { uninstall } }));
+  nodeLogs = (name: string) => this.send<{ lines: string[] }>(
+    call("get", "/api/nodes/{name}/logs", { path: { name } }));
+
   runWorkflow = (body: WorkflowRequest) =>
     this.send<WorkflowRun>(call("post", "/api/workflows", { body }));
   workflow = (id: string) => this.send<WorkflowRun>(
@@ -322,5 +364,6 @@ async function errorOf(response: Response): Promise<ApiError> {
     return new ApiError(response.status, message, loc || null);
   }
   const detail = typeof body.detail === "string" ? body.detail : body.error ?? response.statusText;
-  return new ApiError(response.status, detail, body.field ?? null);
+  const { error: _error, detail: _detail, field, ...extra } = body;
+  return new ApiError(response.status, detail, field ?? null, extra);
 }

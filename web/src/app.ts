@@ -13,6 +13,7 @@ export interface Topics {
   session: string | null;   // the current session changed
   sessions: Session[];      // the list of sessions changed
   workers: void;            // something a worker shows may have changed
+  node: ServerEvent;        // a node.*, cloud.* or worker.* event (the Nodes panel)
   log: { job: string; entry: LogEntry };
   catalog: void;            // the specs or plugins were reloaded
 }
@@ -95,6 +96,7 @@ export class App {
   apply(event: ServerEvent): void {
     const { type, job_id: jobId, data } = event;
     if (type.startsWith("worker.")) this.emit("workers", undefined);
+    if (/^(node|cloud|worker)\./.test(type)) this.emit("node", event);
     if (type === "session.created") void this.loadSessions();
     if (!jobId || !type.startsWith("job.")) return;
     if (type === "job.log") {

@@ -8,6 +8,7 @@ import { Drawer } from "./drawer";
 import { EventStream } from "./events";
 import type { LinkState } from "./events";
 import { Gallery } from "./gallery";
+import { NodesPanel } from "./nodepanel";
 import { Queue } from "./queue";
 import { signInPage, userBadge, whoAmI } from "./signin";
 import { Viewer } from "./viewer";
@@ -122,17 +123,18 @@ async function boot(root: HTMLElement): Promise<void> {
   const queue = new Queue(app, (job) => drawer.load(job));
   const gallery = new Gallery(app, viewer);
   const workers = new Workers(app);
+  const nodes = new NodesPanel(app, me);
   const top = header(app, () => tokenDialog(api));
   top.el.querySelector(".spacer")?.after(userBadge(me, api));
   const events = new EventStream(api, (e) => app.apply(e), top.link);
   fill(root, top.el, h("main", { class: "layout" },
     drawer.el, workspace(app, gallery.el, viewer, drawer.el),
-    h("div", { class: "side" }, queue.el, workers.el)));
+    h("div", { class: "side" }, queue.el, workers.el, nodes.el)));
   try {
     await app.loadCatalog();
     drawer.start();
     await app.loadSessions();
-    await Promise.all([gallery.load(), app.loadJobs(), workers.refresh()]);
+    await Promise.all([gallery.load(), app.loadJobs(), workers.refresh(), nodes.refresh()]);
   } catch (e) {
     const message = e instanceof ApiError && e.status === 401
       ? "The server needs an access token (Token, at the top right)."
