@@ -272,3 +272,13 @@ def test_removing_a_node_stops_its_workers_and_uninstalls(node: dict, client: Cl
     assert not any(w["name"].startswith("n1/") for w in client.workers())
     assert not node["remote"].exists()
     assert f"[127.0.0.1]:{sshd.port} " not in (server.data_dir / "known_hosts").read_text()
+
+
+@pytest.mark.parametrize("url", ["R5B\u00f5]", "[", "ssh://[::1", "ssh://u@h\u008f"])
+def test_a_malformed_node_url_is_a_422_not_a_500(url: str) -> None:
+    from stablecore.engine.ssh import Target
+    from stablecore.errors import InvalidParams
+    from stablecore.nodes import NodeRequest
+
+    with pytest.raises((InvalidParams, ValueError)):
+        Target.parse(NodeRequest(url=url).url)

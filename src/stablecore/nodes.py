@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import asyncssh
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from stablecore import bundle as bundles
 from stablecore import cloud as providers
@@ -90,6 +90,21 @@ class NodeRequest(BaseModel):
         "rest), or 'skip'")
     cloud: CloudInfo | None = Field(None, description="a rented machine (`stable-core "
                                     "cloud ... up`): destroyed once idle")
+
+    @field_validator("url", "name", "key", "host_key", "gpus", "python", "remote_dir")
+    @classmethod
+    def printable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Text that goes into SSH commands, paths and logs: printable UTF-8 only (a lone
+        surrogate or a control character would fail later, as a 500)."""
+        if value is None:
+            return value
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{info.field_name} is not valid UTF-8 text") from None
+        if not value.isprintable():
+            raise ValueError(f"{info.field_name} contains control characters")
+        return value
 
 
 

@@ -64,7 +64,9 @@ def test_a_random_tiny_model_gives_four_times_the_size(stablecore_client: Client
                                                        tmp_path: Path) -> None:
     out, steps = upscale(stablecore_client, tmp_path, picture(21, 13), tile=0)
     assert out.shape == (52, 84, 3)  # 21 x 13 mirrored to 24 x 16 for the UNet, cut back
-    assert [(s["step"], s["total"]) for s in steps] == [(1, 3), (2, 3), (3, 3)]
+    # the engine sends at most one progress event per 50 ms (and always the last step)
+    seen = [(s["step"], s["total"]) for s in steps]
+    assert seen[-1] == (3, 3) and seen == sorted(set(seen)) and {t for _, t in seen} == {3}
     again, _ = upscale(stablecore_client, tmp_path, picture(21, 13), tile=0)
     assert np.array_equal(out, again)  # the same seed, the same noise
 

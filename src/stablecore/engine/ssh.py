@@ -47,11 +47,11 @@ class Target:
 
     @classmethod
     def parse(cls, url: str) -> Target:
-        parts = urlsplit(url if "://" in url else f"ssh://{url}")
-        try:
+        try:  # urlsplit itself raises on an unbalanced "[" (an IPv6 literal)
+            parts = urlsplit(url if "://" in url else f"ssh://{url}")
             port = parts.port or 22
         except ValueError:
-            port = 0
+            raise InvalidParams(f"{url!r} is not ssh://user@host[:port]", field="url") from None
         if parts.scheme != "ssh" or not parts.hostname or not parts.username or not port \
                 or parts.path not in ("", "/") or parts.password:
             raise InvalidParams(f"{url!r} is not ssh://user@host[:port]", field="url")
