@@ -56,8 +56,8 @@ class Flows:
         return run
 
     def _fix_seed(self, node: Node) -> None:
-        """A random seed is drawn now, so re-running the graph reproduces it (and hits the
-        cache) instead of drawing another one per run."""
+        """A random seed (-1) is drawn now and kept in the run's graph: running that graph
+        again reproduces the result (from the cache), while a new submit with -1 draws anew."""
         props = self.catalog.specs[node.spec]["params"].get("properties", {})
         if "seed" in props and "seed" not in node.links:
             seed = node.params.get("seed", props["seed"].get("default"))
