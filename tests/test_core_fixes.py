@@ -174,3 +174,17 @@ def test_an_input_too_large_to_decode_fails_before_decoding(client: Client,
         done["error"]
     (worker,) = client.workers()
     assert worker["rss_mb"] < 1000  # nothing of it was decoded
+
+
+def test_a_lone_surrogate_in_a_param_is_a_422(client: Client) -> None:
+    """JSON may carry "\ud800"; UTF-8 cannot. It used to be accepted, then fail to reach the
+    worker with a 500 and leave the job `running`."""
+    import json
+
+    for params, field in (({"text": "\ud800"}, "params.text"),
+                          ({"text": "ok", "extra": ["\udfff"]}, "params.extra.0")):
+        body = json.dumps({"spec": "testing.echo", "params": params})  # ASCII: "\\ud800"
+        answer = client.http.post("/api/jobs", content=body,
+                                  headers={"content-type": "application/json"})
+        assert answer.status_code == 422 and answer.json()["field"] == field, answer.text
+    assert client.run("testing.echo", {"text": "still fine"})["state"] == "succeeded"

@@ -91,6 +91,11 @@ class Catalog:
               inputs: dict[str, Artifact | list[Artifact]]) -> CheckedJob:
         """Raise InvalidParams naming the first bad field; return the job ready to queue."""
         schema = self.get(name)
+        # 0. text every part can carry: JSON allows a lone surrogate ("\ud800"), UTF-8 not
+        bad = unencodable(params)
+        if bad is not None:
+            raise InvalidParams(f"params.{bad}: not valid Unicode text (a lone surrogate)",
+                                field=f"params.{bad}")
         # 1. params against the JSON Schema
         error = jsonschema.exceptions.best_match(self.validators[name].iter_errors(params))
         if error is not None:
@@ -132,3 +137,21 @@ class Catalog:
         if schema.get("batch") is not None:
             batch_key = name + json.dumps([full.get(k) for k in schema["batch"]], default=str)
         return CheckedJob(name, full, refs, model_key, batch_key, schema.get("timeout"))
+
+
+def unencodable(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string in `value` that UTF-8 cannot encode, else None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "."
+        return None
+    items = (value.items() if isinstance(value, dict)
+             else enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        found = unencodable(key, path) if isinstance(key, str) else None
+        found = found or unencodable(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None

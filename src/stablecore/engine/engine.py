@@ -250,9 +250,16 @@ class Engine:
                                                             else [ref])]
                 inputs[key] = refs if isinstance(ref, list) else refs[0]
             orders.append(Order(id=job.id, spec=job.spec, params=job.params, inputs=inputs))
+        try:
+            worker.send(Run(jobs=orders))
+        except ValueError as e:  # a value the protocol cannot carry fails its jobs, not us
+            for job in jobs:
+                self.running.pop(job.id, None)
+                self.store.finish(job.id, JobState.FAILED,
+                                  error=f"cannot send the job to a worker: {e}")
+            return
         worker.move(WorkerState.BUSY)
         worker.jobs += [j.id for j in jobs]
-        worker.send(Run(jobs=orders))
 
     def _file_ref(self, artifact_id: str, worker: WorkerLink) -> FileRef:
         art = self.store.get_artifact(artifact_id)

@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stablecore.engine.catalog import Catalog
-from stablecore.errors import InvalidParams
+from stablecore.engine.catalog import Catalog, unencodable
+from stablecore.errors import InvalidParams, NotFound
 from stablecore.media import accepts
 
 LINKABLE = {"text", "json", "numbers"}  # output kinds a param can be fed from
@@ -121,7 +121,15 @@ def _check_node(name: str, node: Node, graph: Graph, catalog: Catalog,
         if kind not in LINKABLE or (kind == "numbers" and node.map is None):
             raise InvalidParams(f"{field}: a param takes a text or json output (numbers: one "
                                 f"value per item of a map), not {kind!r}", field=field)
+        given = _output_schema(graph, catalog, ref, kind)
+        if not _fits(given, props[key]):
+            raise InvalidParams(f"{field}: {ref.node}.{ref.output} gives {given.get('type')}, "
+                                f"{key} takes {props[key].get('type')}", field=field)
     # 3. literal params against the schema; linked ones are checked when their value exists
+    bad = unencodable(node.params)
+    if bad is not None:
+        raise InvalidParams(f"{where}.params.{bad}: not valid Unicode text (a lone surrogate)",
+                            field=f"{where}.params.{bad}")
     validator = catalog.validators[node.spec]
     for error in validator.iter_errors(node.params):
         missing = error.validator == "required" and str(error.message).split("'")[1]
@@ -134,11 +142,34 @@ def _check_node(name: str, node: Node, graph: Graph, catalog: Catalog,
                             field=f"{where}.params.{path}")
 
 
+def _output_schema(graph: Graph, catalog: Catalog, ref: Ref, kind: str) -> dict[str, Any]:
+    """The JSON Schema of what a linked output gives one param."""
+    if kind == "text":
+        return {"type": "string"}
+    if kind == "numbers":
+        return {"type": "number"}
+    return catalog.specs[graph.nodes[ref.node].spec]["outputs"][ref.output].get("schema", {})
+
+
+def _fits(given: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether the JSON types can meet (integers and numbers meet: 5.0 is a valid integer);
+    unknown types pass, and the value is checked in full when the node is released."""
+    g, w = given.get("type"), wanted.get("type")
+    if g is None or w is None:
+        return True
+    numeric = {"integer", "number"}
+    gs, ws = set([g] if isinstance(g, str) else g), set([w] if isinstance(w, str) else w)
+    return bool((gs | (numeric if gs & numeric else set())) & ws)
+
+
 def _source(item: str | Ref, graph: Graph, catalog: Catalog,
             artifact_kind: Callable[[str], str], field: str) -> tuple[str, bool]:
     """(kind, is a list) of what an input value gives."""
     if isinstance(item, str):
-        return artifact_kind(item), False
+        try:
+            return artifact_kind(item), False
+        except NotFound as e:
+            raise InvalidParams(f"{field}: {e.message}", field=field) from None
     if item.node not in graph.nodes:
         raise InvalidParams(f"{field}: no node {item.node!r} in this graph", field=field)
     upstream = graph.nodes[item.node]
