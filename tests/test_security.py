@@ -294,3 +294,19 @@ def test_a_server_with_a_token_serves_any_host_name(tmp_path: Path) -> None:
         assert r.status_code == 200
         assert httpx.get(s.url + "/api/jobs", headers={"Host": EVIL_HOST}).status_code == 401
         assert c.run("testing.echo")["state"] == "succeeded"
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/api/jobs", {"spec": "testing.echo", "session": "\ud800"}, "session"),
+    ("/api/jobs", {"spec": "testing.invert", "inputs": {"image": "\udfff"}}, "inputs.image"),
+    ("/api/workflows", {"nodes": {"a\ud800": {"spec": "testing.echo"}}}, "nodes"),
+    ("/api/sessions", {"name": "x\ud800"}, "name"),
+])
+def test_a_lone_surrogate_anywhere_in_a_body_is_a_422(server, path: str, body: dict,
+                                                      field: str) -> None:
+    """JSON can escape a lone surrogate, UTF-8 cannot hold one: these were 500s."""
+    import json
+
+    answer = httpx.post(server.url + path, content=json.dumps(body),
+                        headers={"content-type": "application/json"})
+    assert answer.status_code == 422 and answer.json()["field"] == field, answer.text

@@ -4,6 +4,8 @@ size cap; and the one way all middleware refuses a request."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -11,8 +13,10 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stablecore.config import is_loopback
+from stablecore.engine.catalog import unencodable
 from stablecore.errors import (
     Forbidden,
+    InvalidParams,
     PayloadTooLarge,
     StableCoreError,
     TooManyRequests,
@@ -63,6 +67,19 @@ def same_origin(origin: str, host: str) -> bool:
         return False
     name, port = split_host(host)
     return name == parts.hostname.rstrip(".") and origin_port in ((port,) if port else (80, 443))
+
+
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # cheap: only such bodies are parsed
+
+
+def lone_surrogate(body: bytes) -> str | None:
+    """The path (`params.text`, `nodes.a.inputs`) of the first key or value in a JSON body
+    that UTF-8 cannot encode; None when there is none or the body is not JSON."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None  # the route's own parsing answers with its 422
+    return unencodable(doc)
 
 
 async def refuse(scope: Scope, receive: Receive, send: Send, error: StableCoreError,
@@ -156,7 +173,17 @@ class BodyLimit:
             if not message.get("more_body", False):
                 break
 
-        # 2. hand it to the app as it came, then the live channel (for disconnects)
+        # 2. JSON may carry a lone surrogate ("\ud800") that no UTF-8 file, database or pipe
+        # can: refuse it here, naming where, instead of failing deep inside with a 500
+        body = b"".join(m.get("body", b"") for m in messages)
+        if SURROGATE_ESCAPE.search(body):
+            bad = lone_surrogate(body)
+            if bad is not None:
+                await refuse(scope, receive, send, InvalidParams(
+                    f"{bad}: not valid Unicode text (a lone surrogate)", field=bad), 1007)
+                return
+
+        # 3. hand it to the app as it came, then the live channel (for disconnects)
         async def replay() -> Message:
             return messages.pop(0) if messages else await receive()
 
