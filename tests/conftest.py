@@ -13,6 +13,7 @@ import pytest
 from stablecore.testing import install_private
 
 TEST_PLUGINS = Path(__file__).parent / "plugins"
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -41,3 +42,19 @@ def png_bytes(size: tuple[int, int] = (4, 4)) -> bytes:
     buf = io.BytesIO()
     PIL.Image.new("RGB", size, (1, 2, 3)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """One headless Debian Chromium for every browser test (Playwright drives it; it is never
+    downloaded by `playwright install`), with generous waits for a loaded CI machine."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.is_file():
+        pytest.skip("needs Debian's chromium (.ci/apt-packages.txt)")
+    sync_api.expect.set_options(timeout=30_000)  # an upper bound, never a timing assert
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield browser
+        browser.close()

@@ -76,15 +76,6 @@ def client(server: ServerProcess) -> Iterator[Client]:
         yield c
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    expect.set_options(timeout=WAIT_MS)
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
