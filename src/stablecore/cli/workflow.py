@@ -71,6 +71,8 @@ def run(file: Annotated[Path, typer.Argument(help="workflow JSON")],
                         "job.progress", "job.log"):
                     run = c.workflow(run["id"])
                     live.update(board(run, progress))
+        if not err.is_terminal:  # a pipe gets the last frame without its line end
+            err.print()
         run = call(c.workflow, run["id"])
         if run["state"] != "succeeded":
             raise fail(f"workflow {run['id']} {run['state']}: {run.get('error')}")
